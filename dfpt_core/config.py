@@ -1,0 +1,217 @@
+"""Run configuration: a typed dataclass, loaded from YAML and `key=value` overrides, validated
+before any work starts (unknown keys, wrong types and impossible values name the key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SCHEDULES = ("multistep", "cosine")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the allowed values."""
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the paper's CIFAR-100 recipe (DFPT-KD/DKD/CRD): 240 epochs, SGD momentum 0.9,
+    batch 64, lr 0.05 (0.01 for ShuffleNet/MobileNet students), x0.1 at 150/180/210, wd 5e-4."""
+
+    name: str = "run"
+    method: str = "kd"
+    student: str = "resnet8x4"
+    teacher: str | None = None
+    teacher_checkpoint: str | None = None
+    method_args: dict = field(default_factory=dict)
+    # extra networks some methods need: TAKD/DGKD assistants, RCO anchors, ESKD early teacher
+    assistants: list = field(default_factory=list)
+    assistant_checkpoints: list = field(default_factory=list)
+    anchor_checkpoints: list = field(default_factory=list)
+    dataset: str = "cifar100"
+    data_root: str | None = None
+    download: bool = False
+    in_chans: int = 3
+    limit_train: int | None = None
+    limit_test: int | None = None
+    epochs: int = 240
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    milestones: list = field(default_factory=lambda: [150, 180, 210])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    clip_grad_norm: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    fast_loader: bool = True
+    num_workers: int = 0
+    out_dir: str = "runs"
+    checkpoint_every: int = 1
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        """Check values and names against the registries; return self."""
+        from .data import list_datasets
+        from .methods import hyperparameters, list_methods
+        from .models import list_models
+
+        def need(ok: bool, key: str, msg: str):
+            if not ok:
+                raise ConfigError(f"{key}: {msg}")
+
+        need(
+            self.method in list_methods(),
+            "method",
+            f"unknown {self.method!r}; allowed: {', '.join(list_methods())}",
+        )
+        models = list_models()
+        need(
+            self.student in models,
+            "student",
+            f"unknown model {self.student!r}; allowed: {', '.join(models)}",
+        )
+        if self.teacher is not None:
+            need(
+                self.teacher in models,
+                "teacher",
+                f"unknown model {self.teacher!r}; allowed: {', '.join(models)}",
+            )
+        for a in self.assistants:
+            need(a in models, "assistants", f"unknown model {a!r}; allowed: {', '.join(models)}")
+        need(
+            self.dataset in list_datasets(),
+            "dataset",
+            f"unknown {self.dataset!r}; allowed: {', '.join(list_datasets())}",
+        )
+        valid_hp = hyperparameters(self.method)
+        unknown = sorted(set(self.method_args) - set(valid_hp))
+        need(
+            not unknown,
+            "method_args",
+            f"{unknown} not hyperparameters of {self.method}; valid: {', '.join(valid_hp)}",
+        )
+        need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        need(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(self.schedule in SCHEDULES, "schedule", f"allowed: {', '.join(SCHEDULES)}")
+        need(
+            all(isinstance(m, int) and m > 0 for m in self.milestones)
+            and list(self.milestones) == sorted(self.milestones),
+            "milestones",
+            f"must be increasing positive epochs, got {self.milestones}",
+        )
+        need(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        need(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "must be in [0, epochs)")
+        need(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            "clip_grad_norm",
+            "must be > 0 or null",
+        )
+        need(self.amp in AMP_MODES, "amp", f"allowed: {', '.join(AMP_MODES)}")
+        need(self.in_chans in (1, 3), "in_chans", "allowed: 1, 3")
+        need(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            "device",
+            f"allowed: auto, cpu, cuda[:N], mps; got {self.device!r}",
+        )
+        for key in ("limit_train", "limit_test"):
+            v = getattr(self, key)
+            need(v is None or v >= 1, key, f"must be >= 1 or null, got {v}")
+        need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value, hint) -> object:
+    """Coerce int -> float where a float is expected; otherwise the value must match `hint`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_type(key, value, opt)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    base = origin or hint
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if base is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, base):
+        raise ConfigError(f"{key}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def make_config(values: dict) -> TrainConfig:
+    """A TrainConfig from a plain dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; allowed: {', '.join(hints)}")
+    checked = {k: _check_type(k, v, hints[k]) for k, v in values.items()}
+    return TrainConfig(**checked).validate()
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["epochs=3", "method_args.beta=2"] -> {"epochs": 3, "method_args": {"beta": 2}} (values
+    parsed as YAML scalars)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r} is not key=value")
+        value = yaml.safe_load(raw) if raw else None
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (optional) and apply `key=value` overrides."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    return make_config(merge(values, parse_overrides(overrides or [])))

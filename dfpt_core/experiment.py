@@ -1,0 +1,121 @@
+"""From a TrainConfig to a finished run: data, models, checkpoints, method, trainer."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .data import dataset_info, make_loader
+from .methods import create, method_class
+from .models import create_model, load_checkpoint
+from .runtime import init_distributed, resolve_device, seed_everything
+from .teachers import resolve_checkpoint
+from .train import Trainer
+from .viz import Dashboard
+
+
+def load_network(
+    arch: str, checkpoint: str | None, num_classes: int, in_chans: int, role: str
+) -> torch.nn.Module:
+    """A zoo network with weights from `checkpoint` (a path; None or "published" = the
+    published CIFAR-100 teacher). A missing checkpoint is an error, never a random network."""
+    model = create_model(arch, num_classes=num_classes, in_chans=in_chans)
+    try:
+        path = resolve_checkpoint(checkpoint, arch)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{role}: {e}") from e
+    load_checkpoint(model, path)
+    return model
+
+
+def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
+    """Keyword arguments for `methods.create`: student, teacher and the extra networks."""
+    nets = {"student": create_model(cfg.student, num_classes=num_classes, in_chans=cfg.in_chans)}
+    cls = method_class(cfg.method)
+    params = inspect.signature(cls.__init__).parameters
+    if "teacher" in params:
+        if cfg.teacher is None:
+            raise ValueError(f"method {cfg.method!r} needs `teacher` (a model name)")
+        nets["teacher"] = load_network(
+            cfg.teacher, cfg.teacher_checkpoint, num_classes, cfg.in_chans, "teacher"
+        )
+    if "assistants" in params:
+        if len(cfg.assistant_checkpoints) != len(cfg.assistants):
+            raise ValueError(
+                f"{len(cfg.assistants)} assistants but "
+                f"{len(cfg.assistant_checkpoints)} assistant_checkpoints"
+            )
+        nets["assistants"] = [
+            load_network(a, c, num_classes, cfg.in_chans, "assistant")
+            for a, c in zip(cfg.assistants, cfg.assistant_checkpoints, strict=True)
+        ]
+    if "anchors" in params:
+        nets["anchors"] = [
+            load_network(cfg.teacher, c, num_classes, cfg.in_chans, "anchor")
+            for c in cfg.anchor_checkpoints
+        ]
+    return nets
+
+
+def build(cfg: TrainConfig):
+    """(distiller, train loader, test loader, device, dist info) for `cfg`, seeded."""
+    dist = init_distributed()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    info = dataset_info(cfg.dataset)
+    common = dict(
+        root=cfg.data_root,
+        download=cfg.download,
+        in_chans=cfg.in_chans,
+        seed=cfg.seed,
+        device=device,
+        fast=None if cfg.fast_loader else False,
+        num_workers=cfg.num_workers,
+        channels_last=cfg.channels_last,
+    )
+    train_loader = make_loader(
+        cfg.dataset,
+        True,
+        cfg.batch_size,
+        limit=cfg.limit_train,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **common,
+    )
+    test_loader = make_loader(
+        cfg.dataset, False, cfg.eval_batch_size, limit=cfg.limit_test, **common
+    )
+    hparams = dict(cfg.method_args)
+    if "input_size" in inspect.signature(method_class(cfg.method).__init__).parameters:
+        hparams.setdefault("input_size", (cfg.in_chans, info.image_size, info.image_size))
+    distiller = create(cfg.method, **build_networks(cfg, info.num_classes), **hparams)
+    return distiller, train_loader, test_loader, device, dist
+
+
+def run(
+    cfg: TrainConfig,
+    resume: bool = False,
+    live: bool = False,
+    callbacks=(),
+    progress: bool | None = None,
+) -> Trainer:
+    """Train `cfg` into `<out_dir>/<name>/` and return the finished Trainer."""
+    distiller, train_loader, test_loader, device, dist = build(cfg)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
+    trainer = Trainer(
+        distiller,
+        train_loader,
+        test_loader,
+        cfg,
+        run_dir=run_dir,
+        callbacks=[dashboard, *callbacks],
+        dist=dist,
+        device=device,
+        progress=progress,
+    )
+    trainer.fit(resume=resume)
+    return trainer

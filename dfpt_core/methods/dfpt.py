@@ -1,0 +1,152 @@
+"""DFPT-KD and DFPT-KDt (Li et al., arXiv 2506.18244): the student learns from the teacher's
+original path and from a prompt path trained to stay both accurate and reachable.
+
+One backward pass of the summed losses updates every part from its own objective only:
+- prompt path (prompts, fusions, new head; + backbone copy in KDt):
+    L_P = w_pt * T^2 KL(p_T || p_P) + w_ps * T^2 KL(p_S.detach() || p_P) [+ w_pce * CE(p_P, y)]
+  (bidirectional supervision: the frozen teacher pulls it up, the detached student keeps it
+  reachable; `supervision` selects both, teacher-only or student-only);
+- student: L_S = w_ce * CE + w_kd * T^2 KL(p_T || p_S) + w_kdp * T^2 KL(p_P.detach() || p_S);
+- the original path runs under no_grad and never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..losses import kd_loss
+from ..prompt import DualPathTeacher
+from .base import Distiller
+from .registry import register
+
+SUPERVISION = ("both", "teacher", "student")
+
+
+class DFPTBase(Distiller):
+    finetune = False
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        temperature: float = 4.0,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+        prompt_kd_weight: float = 0.9,
+        supervision: str = "both",
+        prompt_teacher_weight: float = 1.0,
+        prompt_student_weight: float = 1.0,
+        prompt_ce_weight: float = 0.0,
+        prompt_temperature: float = 4.0,
+        positions="all",
+        r1: float = 4,
+        r2: float = 0.25,
+        kernels: Sequence[int] = (3, 5, 7),
+        fusion: str = "conv",
+        head_init: str = "random",
+        prompt_lr_scale: float = 1.0,
+        backbone_lr_scale: float = 0.1,
+        prompt_weight_decay: float | None = None,
+        input_size: Sequence[int] = (3, 32, 32),
+    ):
+        super().__init__(student, {"teacher": teacher})
+        if supervision not in SUPERVISION:
+            raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
+        self.dual = DualPathTeacher(
+            self.teachers["teacher"],
+            positions=positions,
+            r1=r1,
+            r2=r2,
+            kernels=kernels,
+            fusion=fusion,
+            head_init=head_init,
+            finetune=self.finetune,
+            input_size=input_size,
+        )
+        self.temperature, self.prompt_temperature = temperature, prompt_temperature
+        self.ce_weight, self.kd_weight = ce_weight, kd_weight
+        self.prompt_kd_weight = prompt_kd_weight
+        self.supervision = supervision
+        self.prompt_teacher_weight = prompt_teacher_weight if supervision != "student" else 0.0
+        self.prompt_student_weight = prompt_student_weight if supervision != "teacher" else 0.0
+        self.prompt_ce_weight = prompt_ce_weight
+        self.prompt_lr_scale, self.backbone_lr_scale = prompt_lr_scale, backbone_lr_scale
+        self.prompt_weight_decay = prompt_weight_decay
+
+    def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
+        logits = self.student(images)
+        paths = self.dual(images)
+        t, tp = self.temperature, self.prompt_temperature
+        losses = {
+            "ce": self.ce_weight * F.cross_entropy(logits, targets),
+            "kd": self.kd_weight * kd_loss(logits, paths.original, t),
+            "kd_prompt": self.prompt_kd_weight * kd_loss(logits, paths.prompt.detach(), t),
+        }
+        if self.prompt_teacher_weight:
+            losses["prompt_teacher"] = self.prompt_teacher_weight * kd_loss(
+                paths.prompt, paths.original, tp
+            )
+        if self.prompt_student_weight:
+            losses["prompt_student"] = self.prompt_student_weight * kd_loss(
+                paths.prompt, logits.detach(), tp
+            )
+        if self.prompt_ce_weight:
+            losses["prompt_ce"] = self.prompt_ce_weight * F.cross_entropy(paths.prompt, targets)
+        return logits, losses
+
+    def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
+        paths = self.dual(images)
+        return {"student": self.student(images), "teacher": paths.original, "prompt": paths.prompt}
+
+    def extra_modules(self):
+        yield from self.dual.prompt_modules()
+        if self.dual.backbone is not None:
+            yield self.dual.backbone
+
+    def param_groups(self, base_lr: float, weight_decay: float) -> list[dict]:
+        wd = weight_decay if self.prompt_weight_decay is None else self.prompt_weight_decay
+        prompt = [p for m in self.dual.prompt_modules() for p in m.parameters()]
+        groups = [
+            {
+                "name": "student",
+                "params": list(self.student.parameters()),
+                "lr": base_lr,
+                "weight_decay": weight_decay,
+            },
+            {
+                "name": "prompt",
+                "params": prompt,
+                "lr": base_lr * self.prompt_lr_scale,
+                "weight_decay": wd,
+            },
+        ]
+        if self.dual.backbone is not None:
+            groups.append(
+                {
+                    "name": "backbone",
+                    "params": list(self.dual.backbone.parameters()),
+                    "lr": base_lr * self.backbone_lr_scale,
+                    "weight_decay": weight_decay,
+                }
+            )
+        return groups
+
+
+@register("dfpt_kd")
+class DFPTKD(DFPTBase):
+    """DFPT-KD: prompt blocks, fusion blocks and the new head train; the teacher's backbone is
+    frozen (gradients flow through it to the prompts) and shared by both paths."""
+
+    finetune = False
+
+
+@register("dfpt_kdt")
+class DFPTKDt(DFPTBase):
+    """DFPT-KDt: as DFPT-KD, and the prompt path's copy of the backbone fine-tunes at
+    `backbone_lr_scale` x the base learning rate; the original path stays the exact teacher."""
+
+    finetune = True

@@ -1,0 +1,119 @@
+"""Seeds, determinism, devices, distributed setup and version records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (all devices); with `deterministic`, ask for deterministic
+    kernels (cuDNN deterministic, no benchmark; warn-only where no deterministic kernel exists)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code draws from it)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """ "auto" picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank() if is_distributed() else 0)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use auto/cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available; use auto/cpu")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine() if dev.type == "cpu" else dev.type
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop draws from (to resume exactly)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        # plain types only, so checkpoints load with torch.load(weights_only=True)
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- distributed (torchrun sets RANK, LOCAL_RANK, WORLD_SIZE) -------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group torchrun prepared (NCCL on CUDA, gloo on CPU); a no-op alone."""
+    if not is_distributed():
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group(backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
+
+
+def versions() -> dict:
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "dfpt_core": __version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,343 @@
+"""The training engine: one loop for teachers (method "ce"), every distillation method, the
+notebooks, papermill runs and the `dfpt` command line.
+
+Features: SGD with per-group learning rates from `Distiller.param_groups`, multi-step or cosine
+schedule with optional linear warmup, gradient clipping over every trainable group, bf16/fp16
+autocast, channels_last, optional torch.compile, DistributedDataParallel under torchrun, atomic
+checkpoints every epoch with exact resume (also from a Ctrl-C in mid-epoch), a NaN/inf guard,
+run records (config.yaml, metrics.json, history.csv, curves.html, checkpoints/).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .metrics import evaluate
+from .models.checkpoint import read_checkpoint, save_checkpoint
+from .runtime import DistInfo, device_name, rng_state, set_rng_state, versions
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the message names the epoch, the step and the losses."""
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Learning-rate multiplier for a (0-based) epoch: linear warmup, then multi-step
+    (x gamma at each milestone, milestones in 1-based epochs as in the papers) or cosine."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        span = max(1, cfg.epochs - cfg.warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+    return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+
+
+def autocast_context(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextmanager
+def deferred_interrupt():
+    """Turn Ctrl-C (SIGINT, also Jupyter's "interrupt kernel") into a flag checked between
+    optimizer steps, so a checkpoint is never taken in the middle of an update."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """Train a Distiller with `cfg`'s optimiser/schedule settings.
+
+    `fit()` runs the remaining epochs (resuming from `run_dir/checkpoints/last.pt` when
+    `resume=True`) and returns the final metrics; `history` holds one record per epoch.
+    """
+
+    def __init__(
+        self,
+        distiller,
+        train_loader,
+        test_loader,
+        cfg: TrainConfig,
+        run_dir: str | Path | None = None,
+        callbacks=(),
+        dist: DistInfo | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool | None = None,
+    ):
+        self.distiller, self.cfg = distiller, cfg
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks)
+        self.dist = dist or DistInfo()
+        self.device = torch.device(device)
+        self.progress = cfg.progress if progress is None else progress
+        self.distiller.to(self.device)
+        if cfg.channels_last:
+            self.distiller.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            for module in (self.distiller.student, *self.distiller.teachers.values()):
+                module.compile()
+        self.model = self.distiller
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.distiller, device_ids=ids)
+        self.optimizer = torch.optim.SGD(
+            distiller.param_groups(cfg.lr, cfg.weight_decay),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: lr_factor(cfg, e)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.history: list[dict] = []
+        self.epoch, self.step = 0, 0  # next epoch to run, batches already done in it
+        self.best: dict = {}
+        self._sums: dict[str, float] = {}
+        self.seconds = 0.0
+
+    # --- records ------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoints" if self.run_dir is not None else None
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly where the loop is now."""
+        return {
+            "distiller": self.distiller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "sums": dict(self._sums),
+            "history": self.history,
+            "best": self.best,
+            "rng": rng_state(),
+            "seconds": self.seconds,
+            "config": self.cfg.to_dict(),
+        }
+
+    def save(self, name: str = "last") -> Path | None:
+        if self.checkpoint_dir is None or not self.is_main:
+            return None
+        return save_checkpoint(self.state(), self.checkpoint_dir / f"{name}.pt")
+
+    def load(self, path: str | Path) -> None:
+        ckpt = read_checkpoint(path)
+        self.distiller.load_state_dict(ckpt["distiller"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step, self._sums = ckpt["epoch"], ckpt["step"], dict(ckpt["sums"])
+        self.history, self.best, self.seconds = list(ckpt["history"]), ckpt["best"], ckpt["seconds"]
+        set_rng_state(ckpt["rng"])
+
+    def _write_records(self) -> None:
+        if self.run_dir is None or not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(
+            yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        )
+        keys = list(dict.fromkeys(k for rec in self.history for k in rec))
+        with open(self.run_dir / "history.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.summary(), indent=2))
+
+    def summary(self) -> dict:
+        """metrics.json: final and best metrics, timings, versions, seed, device."""
+        epochs = len(self.history)
+        return {
+            "name": self.cfg.name,
+            "method": self.cfg.method,
+            "student": self.cfg.student,
+            "teacher": self.cfg.teacher,
+            "dataset": self.cfg.dataset,
+            "seed": self.cfg.seed,
+            "epochs_completed": epochs,
+            "epochs": self.cfg.epochs,
+            "final": self.history[-1] if self.history else {},
+            "best": self.best,
+            "seconds": self.seconds,
+            "seconds_per_epoch": self.seconds / max(1, epochs),
+            "device": str(self.device),
+            "device_name": device_name(self.device),
+            "world_size": self.dist.world_size,
+            "amp": self.cfg.amp,
+            "versions": versions(),
+            "hparams": dict(self.cfg.method_args),
+        }
+
+    # --- the loop -------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        if resume:
+            last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+            if last is None or not last.is_file():
+                raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+            self.load(last)
+        self._write_records()
+        try:
+            while self.epoch < self.cfg.epochs:
+                record = self._run_epoch(self.epoch)
+                self.history.append(record)
+                if not self.best or record["student_top1"] > self.best["student_top1"]:
+                    self.best = dict(record)
+                    self._save_best()
+                self.epoch, self.step, self._sums = self.epoch + 1, 0, {}
+                if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
+                    self.save("last")
+                self._write_records()
+                for cb in self.callbacks:
+                    if hasattr(cb, "on_epoch_end"):
+                        cb.on_epoch_end(self, record)
+        except KeyboardInterrupt:
+            path = self.save("last")
+            if self.is_main:
+                print(
+                    f"\ninterrupted at epoch {self.epoch + 1}, step {self.step}; saved {path} "
+                    "(continue with resume=True / --resume)"
+                )
+            raise
+        for cb in self.callbacks:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(self)
+        return self.history[-1]
+
+    def _save_best(self) -> None:
+        if self.checkpoint_dir is None or not self.is_main:
+            return
+        student = self.distiller.student
+        save_checkpoint(
+            {
+                "model": student.state_dict(),
+                "epoch": self.epoch + 1,
+                "accuracy": self.best["student_top1"],
+                "arch": self.cfg.student,
+            },
+            self.checkpoint_dir / "best.pt",
+        )
+
+    def _run_epoch(self, epoch: int) -> dict:
+        cfg, start = self.cfg, time.time()
+        self.train_loader.set_epoch(epoch)
+        self.model.train()
+        self.distiller.on_epoch_start(epoch)
+        autocast = autocast_context(self.device, cfg.amp)
+        clip = self.distiller.clip_parameters() if cfg.clip_grad_norm else None
+        bar = tqdm(
+            total=len(self.train_loader),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (self.progress and self.is_main),
+            leave=False,
+            mininterval=1.0,
+        )
+        skip, saved_rng = self.step, rng_state() if self.step else None
+        bar.update(skip)
+        with deferred_interrupt() as interrupt:
+            self._train_steps(epoch, skip, saved_rng, autocast, clip, bar, interrupt)
+        bar.close()
+        self.scheduler.step()
+        train_time = time.time() - start
+        self.seconds += train_time
+        record = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **self._train_means(),
+        }
+        temperature = getattr(self.distiller, "temperature", 4.0)
+        record.update(evaluate(self.distiller, self.test_loader, temperature, autocast))
+        record["seconds"] = time.time() - start
+        return record
+
+    def _train_steps(self, epoch, skip, saved_rng, autocast, clip, bar, interrupt) -> None:
+        cfg = self.cfg
+        for i, (images, targets) in enumerate(self.train_loader):
+            if i < skip:  # resuming in mid-epoch: replay the loader's order up to the stop
+                if i == skip - 1:
+                    set_rng_state(saved_rng)
+                continue
+            with autocast:
+                logits, losses = self.model(images, targets, epoch=epoch)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch + 1}, step {i + 1}: "
+                    f"{', '.join(bad) or 'total'} = {[float(losses[k]) for k in bad]}; the last "
+                    f"good checkpoint is kept"
+                    + (f" in {self.checkpoint_dir}" if self.checkpoint_dir else "")
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(clip, cfg.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self._accumulate(losses, loss, logits, targets)
+            self.step = i + 1
+            bar.update(1)
+            if interrupt["set"]:
+                raise KeyboardInterrupt
+
+    def _accumulate(self, losses, loss, logits, targets) -> None:
+        s = self._sums
+        for k, v in losses.items():
+            s[k] = s.get(k, 0.0) + float(v.detach())
+        s["loss"] = s.get("loss", 0.0) + float(loss.detach())
+        s["correct"] = s.get("correct", 0.0) + float((logits.argmax(1) == targets).sum())
+        s["seen"] = s.get("seen", 0.0) + len(targets)
+        s["batches"] = s.get("batches", 0.0) + 1
+
+    def _train_means(self) -> dict:
+        s = dict(self._sums)
+        if self.dist.world_size > 1:  # average over ranks
+            keys = sorted(s)
+            t = torch.tensor([s[k] for k in keys], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            s = dict(zip(keys, t.tolist(), strict=True))
+        batches = max(1.0, s.pop("batches", 1.0))
+        correct, seen = s.pop("correct", 0.0), max(1.0, s.pop("seen", 1.0))
+        out = {f"train_{k}" if k != "loss" else "loss": v / batches for k, v in s.items()}
+        out["train_top1"] = 100.0 * correct / seen
+        return out
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -1,0 +1,120 @@
+"""Shared data fixtures: tiny datasets written in the real on-disk formats."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfpt_core import data
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
+CIFAR10_NAMES += ["dog", "frog", "horse", "ship", "truck"]
+
+
+def _dump(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _batch(rng, labels, label_key):
+    n = len(labels)
+    return {
+        b"batch_label": b"fixture",
+        label_key: labels,
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),  # R, G, B planes per row
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    """A root with cifar-10-batches-py (5 x 6 train, 20 test images) and cifar-100-python
+    (200 train, 100 test), pickled like the official files; labels cycle through the classes."""
+    rng = np.random.default_rng(0)
+    c10 = tmp_path / "cifar-10-batches-py"
+    c10.mkdir()
+    for b in range(5):
+        labels = [(6 * b + i) % 10 for i in range(6)]
+        _dump(c10 / f"data_batch_{b + 1}", _batch(rng, labels, b"labels"))
+    _dump(c10 / "test_batch", _batch(rng, [i % 10 for i in range(20)], b"labels"))
+    names = [n.encode() for n in CIFAR10_NAMES]
+    _dump(c10 / "batches.meta", {b"label_names": names, b"num_cases_per_batch": 6})
+    c100 = tmp_path / "cifar-100-python"
+    c100.mkdir()
+    _dump(c100 / "train", _batch(rng, [i % 100 for i in range(200)], b"fine_labels"))
+    _dump(c100 / "test", _batch(rng, [i % 100 for i in range(100)], b"fine_labels"))
+    fine = [f"fine_{i:02d}".encode() for i in range(100)]
+    _dump(c100 / "meta", {b"fine_label_names": fine, b"coarse_label_names": [b"coarse"] * 20})
+    return tmp_path
+
+
+def _jpeg(path, color):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (48, 40), color).save(path, "JPEG")
+
+
+@pytest.fixture
+def cub_root(tmp_path):
+    """CUB_200_2011 with 3 classes x 4 JPEGs; per class images 1-2 train, 3-4 test."""
+    folder = tmp_path / "CUB_200_2011"
+    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+    images, split, labels = [], [], []
+    for c, cls in enumerate(classes):
+        for k in range(4):
+            image_id = 4 * c + k + 1
+            rel = f"{cls}/{cls.split('.')[1]}_{k}.jpg"
+            _jpeg(folder / "images" / rel, (80 * c, 40, 200 - 60 * c))
+            images.append(f"{image_id} {rel}")
+            split.append(f"{image_id} {int(k < 2)}")
+            labels.append(f"{image_id} {c + 1}")
+    for name, rows in [
+        ("images.txt", images),
+        ("train_test_split.txt", split),
+        ("image_class_labels.txt", labels),
+        ("classes.txt", [f"{c + 1} {cls}" for c, cls in enumerate(classes)]),
+    ]:
+        (folder / name).write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+@pytest.fixture
+def imagenet_root(tmp_path):
+    """imagenet/{train,val}/<wnid>/*.JPEG with 2 classes (3 train, 1 val image each)."""
+    for c, wnid in enumerate(["n01440764", "n01443537"]):
+        for split, n in [("train", 3), ("val", 1)]:
+            for k in range(n):
+                _jpeg(tmp_path / "imagenet" / split / wnid / f"{wnid}_{k}.JPEG", (100 * c, 50, 9))
+    return tmp_path
+
+
+def write_idx_gz(path, array):
+    """A gzipped idx file (MNIST format: magic 0x0800 | ndim, big-endian sizes, uint8 data)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fmnist_system(tmp_path, monkeypatch):
+    """A stand-in for the Debian package folder with 30 train / 20 test 28x28 images."""
+    folder = tmp_path / "system-fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for split, n in [("train", 30), ("t10k", 20)]:
+        write_idx_gz(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx_gz(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(tmp_path_factory):
+    """An empty root for the real Fashion-MNIST (decompressed there once per session)."""
+    if not data.FASHION_MNIST_SYSTEM_DIR.is_dir():
+        pytest.skip(
+            f"real Fashion-MNIST absent: {data.FASHION_MNIST_SYSTEM_DIR} (dataset-fashion-mnist)"
+        )
+    return tmp_path_factory.mktemp("fmnist")
