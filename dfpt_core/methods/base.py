@@ -34,6 +34,9 @@ class Distiller(nn.Module):
     - `on_epoch_start(epoch)` -> hook for schedules that change between epochs.
     """
 
+    # keyword arguments that take networks (assistants, anchors), not hyperparameters
+    network_args: tuple[str, ...] = ()
+
     def __init__(self, student: nn.Module, teachers: dict[str, nn.Module] | None = None):
         super().__init__()
         self.student = student
@@ -98,8 +101,6 @@ class Distiller(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based)."""
 
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Everything but the frozen teachers (what a checkpoint needs to resume)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teachers.")}
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:

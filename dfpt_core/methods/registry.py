@@ -50,7 +50,7 @@ def create(name: str, student: nn.Module, teacher: nn.Module | None = None, **hp
     listing the valid ones."""
     cls = method_class(name)
     valid = hyperparameters(name)
-    unknown = sorted(set(hparams) - set(valid))
+    unknown = sorted(set(hparams) - set(valid) - set(cls.network_args))
     if unknown:
         raise TypeError(
             f"method {name!r} got unknown hyperparameter(s) {unknown}; valid: "
