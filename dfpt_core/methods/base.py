@@ -102,12 +102,3 @@ class Distiller(nn.Module):
         """Called by the trainer before each epoch (0-based)."""
 
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teachers.")}
-
-    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("teachers.")]
-        if missing or unexpected:
-            raise RuntimeError(
-                f"state does not fit {type(self).__name__}: missing {missing}, "
-                f"unexpected {unexpected}"
-            )
