@@ -100,5 +100,3 @@ class Distiller(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based)."""
-
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("teachers.")}
