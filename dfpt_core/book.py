@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .paths import BOOK_DIR, RUNS_DIR
+from .paths import BOOK_DIR, runs_dir
 
 SCALES = ("smoke", "cpu", "full")
 
@@ -49,7 +49,7 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
 def run_book(
     scale: str = "cpu",
     only: list[str] | None = None,
-    out_root: Path = RUNS_DIR,
+    out_root: Path | None = None,
     in_place: bool = False,
     book_dir: Path = BOOK_DIR,
 ) -> Path:
@@ -63,7 +63,7 @@ def run_book(
     import papermill as pm  # heavy import, only needed here
 
     params = load_params(scale, book_dir)
-    run_dir = Path(out_root).resolve() / f"book-{scale}"
+    run_dir = Path(out_root or runs_dir()).resolve() / f"book-{scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], []
     for nb in select(list_notebooks(book_dir), only):

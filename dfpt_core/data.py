@@ -32,6 +32,8 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import functional as TF
 
+from .paths import data_dir
+
 __all__ = [
     "CIFAR10",
     "CIFAR100",
@@ -125,10 +127,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
     """The data folder: `root`, else $DFPT_DATA_DIR, else the repository's `data/`."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("DFPT_DATA_DIR")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data"
+    return Path(root).expanduser() if root is not None else data_dir()
 
 
 def _check_in_chans(in_chans: int) -> None:

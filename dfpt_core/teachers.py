@@ -11,21 +11,25 @@ import urllib.request
 from pathlib import Path
 
 from .models import CheckpointError, create_model, load_checkpoint
-from .paths import DATA_DIR
+from .paths import data_dir
 
 ARCHIVE_URL = (
     "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
 )
-TEACHERS_DIR = DATA_DIR / "teachers"
 # archive member folder: cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth
 PUBLISHED = ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50")
 
 
-def published_path(arch: str, root: Path = TEACHERS_DIR) -> Path:
+def teachers_dir() -> Path:
+    return data_dir() / "teachers"
+
+
+def published_path(arch: str, root: Path | None = None) -> Path:
+    root = teachers_dir() if root is None else Path(root)
     return root / "cifar_teachers" / f"{arch}_vanilla" / "ckpt_epoch_240.pth"
 
 
-def resolve_checkpoint(spec: str | None, arch: str, root: Path = TEACHERS_DIR) -> Path:
+def resolve_checkpoint(spec: str | None, arch: str, root: Path | None = None) -> Path:
     """A checkpoint path from a file path, or from None / "published": the released CIFAR-100
     teacher for `arch` once `dfpt teachers fetch` has installed it."""
     if spec in (None, "published"):
@@ -45,11 +49,11 @@ def resolve_checkpoint(spec: str | None, arch: str, root: Path = TEACHERS_DIR) -
     return path
 
 
-def fetch(url: str = ARCHIVE_URL, root: Path = TEACHERS_DIR) -> list[str]:
+def fetch(url: str = ARCHIVE_URL, root: Path | None = None) -> list[str]:
     """Download the archive, extract it next to `root`, verify every published teacher loads
     into its zoo model, then move it into place. Nothing half-written is left behind on
     failure. Returns the verified architecture names."""
-    root = Path(root)
+    root = teachers_dir() if root is None else Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
         archive = Path(tmp) / "cifar_teachers.tar"
@@ -87,5 +91,5 @@ def verify(arch: str, path: Path) -> None:
         raise RuntimeError(f"{path} does not load into {arch}: {e}") from e
 
 
-def installed(root: Path = TEACHERS_DIR) -> dict[str, Path]:
+def installed(root: Path | None = None) -> dict[str, Path]:
     return {a: published_path(a, root) for a in PUBLISHED if published_path(a, root).is_file()}

@@ -272,6 +272,7 @@ class Trainer:
         with deferred_interrupt() as interrupt:
             self._train_steps(epoch, skip, saved_rng, autocast, clip, bar, interrupt)
         bar.close()
+        self._sync_buffers()
         self.scheduler.step()
         train_time = time.time() - start
         self.seconds += train_time
@@ -297,9 +298,10 @@ class Trainer:
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+                values = [float(losses[k].detach()) for k in bad]
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch + 1}, step {i + 1}: "
-                    f"{', '.join(bad) or 'total'} = {[float(losses[k]) for k in bad]}; the last "
+                    f"{', '.join(bad) or 'total'} = {values}; the last "
                     f"good checkpoint is kept"
                     + (f" in {self.checkpoint_dir}" if self.checkpoint_dir else "")
                 )
@@ -315,6 +317,13 @@ class Trainer:
             bar.update(1)
             if interrupt["set"]:
                 raise KeyboardInterrupt
+
+    def _sync_buffers(self) -> None:
+        """DDP: every rank takes rank 0's BN statistics at the end of an epoch (DDP broadcasts
+        them before each forward, so after the last step they differ by one update)."""
+        if self.dist.world_size > 1:
+            for buf in self.distiller.buffers():
+                torch.distributed.broadcast(buf, src=0)
 
     def _accumulate(self, losses, loss, logits, targets) -> None:
         s = self._sums

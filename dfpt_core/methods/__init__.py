@@ -1,6 +1,6 @@
 """Distillation methods behind one registry: `create(name, student=..., teacher=..., **hp)`."""
 
-from . import dfpt, vanilla  # noqa: F401  (registers the methods)
+from . import vanilla, dkd, feature, assistants, trajectory, dfpt  # noqa: F401, I001  (registers, in order)
 from .base import Distiller, freeze
 from .registry import create, hyperparameters, list_methods, method_class, register
 

@@ -1,0 +1,360 @@
+"""The training engine on real Fashion-MNIST subsets: records, determinism, exact resume (after
+an epoch and in mid-epoch), the NaN guard, schedules, bf16 autocast, compile and DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dfpt_core.config import make_config
+from dfpt_core.experiment import build, run
+from dfpt_core.methods import Distiller
+from dfpt_core.models import read_checkpoint
+from dfpt_core.train import NonFiniteLossError, Trainer, lr_factor
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_KEYS = ("seconds",)
+
+
+def tiny(tmp, root, **kw):
+    """A 3-epoch run of resnet8 on 256 real Fashion-MNIST images (1 channel)."""
+    values = dict(
+        name="run",
+        method="ce",
+        student="resnet8",
+        dataset="fashion_mnist",
+        data_root=str(root),
+        in_chans=1,
+        limit_train=256,
+        limit_test=128,
+        epochs=3,
+        batch_size=32,
+        eval_batch_size=128,
+        lr=0.05,
+        milestones=[2],
+        out_dir=str(tmp),
+        progress=False,
+        device="cpu",
+    )
+    values.update(kw)
+    return make_config(values)
+
+
+def untimed(history):
+    return [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in history]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory, fmnist_root):
+    """A resnet8 teacher trained for 2 epochs (a real, if weak, teacher)."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    trainer = run(tiny(tmp, fmnist_root, name="teacher", epochs=2, limit_train=512))
+    torch.set_num_threads(before)
+    return trainer.run_dir / "checkpoints" / "best.pt"
+
+
+def test_run_records_and_learning(tmp_path, fmnist_root):
+    trainer = run(tiny(tmp_path, fmnist_root))
+    rd = trainer.run_dir
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "curves.html",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (rd / name).is_file(), name
+    cfg = yaml.safe_load((rd / "config.yaml").read_text())
+    assert cfg["method"] == "ce" and cfg["epochs"] == 3
+    metrics = json.loads((rd / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 3 and metrics["seed"] == 0
+    assert metrics["device"] == "cpu" and metrics["versions"]["torch"] == torch.__version__
+    assert metrics["best"]["student_top1"] == max(h["student_top1"] for h in trainer.history)
+    lines = (rd / "history.csv").read_text().splitlines()
+    assert len(lines) == 4 and "student_top1" in lines[0]
+    # it learns on real data: well above chance (10 %) and the loss falls
+    assert trainer.history[-1]["student_top1"] > 40
+    assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
+    # multi-step schedule: x0.1 from epoch 2 on (milestone 2, 1-based)
+    assert [round(h["lr"], 6) for h in trainer.history] == [0.05, 0.005, 0.005]
+    best = read_checkpoint(rd / "checkpoints" / "best.pt")
+    assert set(best["model"]) == set(trainer.distiller.student.state_dict())
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path, fmnist_root):
+    a = run(tiny(tmp_path, fmnist_root, name="a", epochs=2))
+    b = run(tiny(tmp_path, fmnist_root, name="b", epochs=2))
+    c = run(tiny(tmp_path, fmnist_root, name="c", epochs=2, seed=1))
+    assert untimed(a.history) == untimed(b.history)
+    assert untimed(a.history) != untimed(c.history)
+
+
+class StopAfterEpoch:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_epoch_equals_uninterrupted(tmp_path, fmnist_root, teacher_ckpt):
+    kw = dict(method="kd", teacher="resnet8", teacher_checkpoint=str(teacher_ckpt))
+    full = run(tiny(tmp_path, fmnist_root, name="full", **kw))
+    cfg = tiny(tmp_path, fmnist_root, name="cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, callbacks=[StopAfterEpoch(1)])
+    assert read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
+    resumed = run(cfg, resume=True)
+    assert untimed(resumed.history) == untimed(full.history)
+    for k, v in full.distiller.student.state_dict().items():
+        assert torch.equal(v, resumed.distiller.student.state_dict()[k]), k
+
+
+class InterruptingLoader:
+    """Wraps a loader and sends SIGINT to this process while batch `at` of epoch `epoch` is
+    being trained (like Ctrl-C in a terminal or Jupyter's interrupt)."""
+
+    def __init__(self, loader, epoch, at):
+        self.loader, self.epoch, self.at, self.current = loader, epoch, at, 0
+
+    def set_epoch(self, epoch):
+        self.current = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if self.current == self.epoch and i == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, fmnist_root):
+    cfg = tiny(tmp_path, fmnist_root, name="full")
+    full = run(cfg)
+    cut = tiny(tmp_path, fmnist_root, name="cut")
+    distiller, train_loader, test_loader, device, _ = build(cut)
+    trainer = Trainer(
+        distiller,
+        InterruptingLoader(train_loader, epoch=1, at=3),
+        test_loader,
+        cut,
+        run_dir=tmp_path / "cut",
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step"]) == (1, 4)  # stopped after finishing batch index 3
+    distiller, train_loader, test_loader, device, _ = build(cut)
+    resumed = Trainer(distiller, train_loader, test_loader, cut, run_dir=tmp_path / "cut")
+    resumed.fit(resume=True)
+    assert untimed(resumed.history) == untimed(full.history)
+
+
+class ExplodingMethod(Distiller):
+    """CE whose loss turns NaN at a given global step."""
+
+    def __init__(self, student, at_step):
+        super().__init__(student)
+        self.at_step, self.calls = at_step, 0
+
+    def forward_train(self, images, targets, epoch=0):
+        self.calls += 1
+        logits = self.student(images)
+        ce = torch.nn.functional.cross_entropy(logits, targets)
+        bad = ce * float("nan") if self.calls == self.at_step else ce
+        return logits, {"ce": ce, "boom": bad - ce}
+
+
+def test_nan_loss_stops_with_epoch_step_and_names_and_keeps_checkpoint(tmp_path, fmnist_root):
+    cfg = tiny(tmp_path, fmnist_root, name="nan")
+    distiller, train_loader, test_loader, _, _ = build(cfg)
+    per_epoch = len(train_loader)
+    method = ExplodingMethod(distiller.student, at_step=per_epoch + 3)
+    trainer = Trainer(method, train_loader, test_loader, cfg, run_dir=tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 3: boom"):
+        trainer.fit()
+    last = read_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in last["distiller"].values() if v.is_floating_point()
+    )
+
+
+def test_cosine_and_warmup_schedule():
+    cfg = make_config(dict(epochs=10, schedule="cosine", warmup_epochs=2, dataset="cifar10"))
+    factors = [lr_factor(cfg, e) for e in range(10)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == 1.0 and factors[-1] < 0.05
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False))
+    step = make_config(dict(epochs=240, dataset="cifar10"))
+    assert [lr_factor(step, e) for e in (0, 149, 150, 180, 210, 239)] == pytest.approx(
+        [1, 1, 0.1, 0.01, 0.001, 0.001]
+    )
+
+
+def test_bf16_autocast_on_cpu_and_channels_last(tmp_path, fmnist_root, teacher_ckpt):
+    cfg = tiny(
+        tmp_path,
+        fmnist_root,
+        name="bf16",
+        method="kd",
+        teacher="resnet8",
+        teacher_checkpoint=str(teacher_ckpt),
+        amp="bf16",
+        channels_last=True,
+        epochs=2,
+    )
+    trainer = run(cfg)
+    seen = {}
+
+    def record_dtype(module, inputs, output):
+        seen["dtype"] = output.dtype
+
+    hook = trainer.distiller.student.conv1.register_forward_hook(record_dtype)
+    from dfpt_core.train import autocast_context
+
+    with autocast_context(torch.device("cpu"), "bf16"):
+        trainer.distiller.student(torch.zeros(2, 1, 32, 32))
+    hook.remove()
+    assert seen["dtype"] == torch.bfloat16  # the autocast path is really taken
+    assert all(p.dtype == torch.float32 for p in trainer.distiller.student.parameters())
+    fp32 = run(
+        tiny(
+            tmp_path,
+            fmnist_root,
+            name="fp32",
+            method="kd",
+            teacher="resnet8",
+            teacher_checkpoint=str(teacher_ckpt),
+            epochs=2,
+        )
+    )
+    # same data, same init: bf16 training follows the fp32 run closely, and learns
+    assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
+    assert trainer.history[-1]["loss"] == pytest.approx(fp32.history[-1]["loss"], rel=0.1)
+    assert trainer.history[-1]["student_top1"] > 20
+
+
+def test_gradient_clipping_covers_extra_groups(tmp_path, fmnist_root):
+    cfg = tiny(tmp_path, fmnist_root, name="clip", clip_grad_norm=1e-3, epochs=1)
+    distiller, train_loader, test_loader, _, _ = build(cfg)
+    norms = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        params = list(params)
+        total = real(params, max_norm, *a, **k)
+        norms.append(torch.norm(torch.stack([p.grad.norm() for p in params])).item())
+        return total
+
+    trainer = Trainer(distiller, train_loader, test_loader, cfg)
+    torch.nn.utils.clip_grad_norm_ = spy
+    try:
+        trainer.fit()
+    finally:
+        torch.nn.utils.clip_grad_norm_ = real
+    assert norms and max(norms) <= 1e-3 * 1.001
+
+
+def test_teacher_frozen_and_eval_throughout(tmp_path, fmnist_root, teacher_ckpt):
+    cfg = tiny(
+        tmp_path,
+        fmnist_root,
+        name="kd",
+        method="kd",
+        teacher="resnet8",
+        teacher_checkpoint=str(teacher_ckpt),
+        epochs=1,
+    )
+    distiller, train_loader, test_loader, _, _ = build(cfg)
+    before = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}
+    modes = []
+    distiller.teacher.register_forward_hook(lambda m, i, o: modes.append(m.training))
+    Trainer(distiller, train_loader, test_loader, cfg).fit()
+    assert modes and not any(modes)
+    for k, v in distiller.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path, fmnist_root):
+    cfg = tiny(
+        tmp_path,
+        fmnist_root,
+        method="kd",
+        teacher="resnet8",
+        teacher_checkpoint=str(tmp_path / "nope.pt"),
+    )
+    with pytest.raises(FileNotFoundError, match="teacher: checkpoint not found"):
+        build(cfg)
+    cfg = tiny(tmp_path, fmnist_root, method="kd", teacher="resnet8")
+    with pytest.raises(FileNotFoundError, match="no checkpoint for resnet8"):
+        build(cfg)
+
+
+def test_compile_path_runs_on_cpu(tmp_path, fmnist_root):
+    pytest.importorskip("torch._inductor")
+    cfg = tiny(
+        tmp_path,
+        fmnist_root,
+        name="compiled",
+        compile=True,
+        epochs=1,
+        limit_train=64,
+        limit_test=32,
+    )
+    trainer = run(cfg)
+    assert torch.isfinite(torch.tensor(trainer.history[-1]["loss"]))
+    assert "conv1.weight" in trainer.distiller.student.state_dict()  # names unchanged
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_agree(tmp_path, fmnist_root, teacher_ckpt):
+    # make sure the dataset is decompressed once before two processes race for it
+    from dfpt_core.data import load_tensors
+
+    load_tensors("fashion_mnist", True, root=fmnist_root, in_chans=1, limit=16)
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "scripts" / "ddp_worker.py"),
+        str(out),
+        str(teacher_ckpt),
+        str(fmnist_root),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["student_sha256"] == ranks[1]["student_sha256"]
+    assert untimed([ranks[0]["final"]]) == untimed([ranks[1]["final"]])
+    assert ranks[0]["train_batches"] == 256 // 2 // 32  # each rank trains on its half
+    assert (out / "ddp" / "metrics.json").is_file()  # only rank 0 writes records
+    assert json.loads((out / "ddp" / "metrics.json").read_text())["world_size"] == 2
