@@ -55,10 +55,11 @@ def run_book(
 ) -> Path:
     """Execute the notebooks with papermill into runs/book-<scale>/ and write index.html.
 
-    Each notebook gets the scale's parameters plus `scale`, `out_dir` (its own results folder)
-    and `live=False`. With `in_place`, the executed notebooks replace the committed ones (the
-    smoke-scale outputs that nbval compares against). Raises RuntimeError listing the notebooks
-    that failed, after running all of them.
+    Each notebook gets those of the scale's parameters it declares, plus `scale`, `out_dir`
+    (its own results folder), `cache_dir` (runs shared across notebooks) and `live=False`.
+    With `in_place`, the executed notebooks replace the committed ones (the smoke-scale outputs
+    that nbval compares against). Raises RuntimeError listing the notebooks that failed, after
+    running all of them.
     """
     import papermill as pm  # heavy import, only needed here
 
@@ -68,6 +69,14 @@ def run_book(
     results, failures = [], []
     for nb in select(list_notebooks(book_dir), only):
         out_dir = run_dir / nb.stem
+        declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
+        given = {
+            **params,
+            "scale": scale,
+            "out_dir": str(out_dir),
+            "live": False,
+            "cache_dir": str(run_dir / "cache"),
+        }
         target = nb if in_place else run_dir / nb.name
         start = time.time()
         try:
@@ -76,14 +85,15 @@ def run_book(
                 str(target),
                 kernel_name="python3",
                 cwd=str(book_dir),
-                parameters={**params, "scale": scale, "out_dir": str(out_dir), "live": False},
+                parameters={k: v for k, v in given.items() if k in declared},
                 log_output=True,
                 progress_bar=False,
             )
             status = "ok"
         except Exception as e:  # papermill raises PapermillExecutionError with the cell error
             status = f"failed: {type(e).__name__}"
-            failures.append(f"{nb.name}: {str(e).splitlines()[0] if str(e) else e!r}")
+            ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
+            failures.append(f"{nb.name}: {ename}: {evalue}")
         results.append(
             {
                 "notebook": nb.name,

@@ -89,8 +89,11 @@ def build(cfg: TrainConfig):
         cfg.dataset, False, cfg.eval_batch_size, limit=cfg.limit_test, **common
     )
     hparams = dict(cfg.method_args)
-    if "input_size" in inspect.signature(method_class(cfg.method).__init__).parameters:
+    accepted = inspect.signature(method_class(cfg.method).__init__).parameters
+    if "input_size" in accepted:
         hparams.setdefault("input_size", (cfg.in_chans, info.image_size, info.image_size))
+    if "total_epochs" in accepted:  # RCO spaces its anchors over the run
+        hparams.setdefault("total_epochs", cfg.epochs)
     distiller = create(cfg.method, **build_networks(cfg, info.num_classes), **hparams)
     return distiller, train_loader, test_loader, device, dist
 

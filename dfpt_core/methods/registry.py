@@ -35,12 +35,14 @@ def method_class(name: str) -> type[Distiller]:
 
 
 def hyperparameters(name: str) -> dict[str, object]:
-    """The method's hyperparameters and their defaults (from its constructor)."""
-    sig = inspect.signature(method_class(name).__init__)
+    """The method's hyperparameters and their defaults: its keyword-only constructor arguments
+    except the networks it takes (`network_args`)."""
+    cls = method_class(name)
+    sig = inspect.signature(cls.__init__)
     return {
         k: p.default
         for k, p in sig.parameters.items()
-        if k not in ("self", "student", "teacher") and p.kind is p.KEYWORD_ONLY
+        if p.kind is p.KEYWORD_ONLY and k not in cls.network_args
     }
 
 

@@ -1,0 +1,112 @@
+"""What every notebook of the book calls: one-line setup, parameter checks, "load if trained,
+else train" runs, and the metrics.json each notebook leaves in its out_dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.io as pio
+import torch
+import yaml
+
+from .config import TrainConfig, make_config
+from .runtime import seed_everything
+from .viz import RENDERER, is_live
+
+SCALES = ("smoke", "cpu", "full")
+
+
+def setup(seed: int = 0, live: bool = True, threads: int | None = None) -> bool:
+    """Seed everything, ask for deterministic kernels, pin the plotly renderer (so HTML exports
+    keep the plots) and quiet warnings that would flood headless logs. Returns whether the
+    notebook runs live (interactive widgets and progress bars) or headless."""
+    seed_everything(seed)
+    pio.renderers.default = RENDERER
+    if threads:
+        torch.set_num_threads(threads)
+    live = is_live(live)
+    os.environ.setdefault("TQDM_MININTERVAL", "1" if live else "30")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*deterministic.*")
+    return live
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """A notebook parameter must be one of `allowed`; the error names both."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"parameter {name}={value!r} is not allowed; choose one of {allowed}")
+
+
+def check_positive(name: str, value) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"parameter {name}={value!r} must be a positive number")
+
+
+@dataclass
+class RunResult:
+    """A finished (or loaded) run: its config, per-epoch history, best record and folder."""
+
+    config: TrainConfig
+    history: list[dict]
+    best: dict
+    run_dir: Path
+    trainer: object | None = None  # the live Trainer when trained in this session
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+    def checkpoint(self) -> Path:
+        """The best student weights, in the {"model": state_dict} format load_checkpoint reads."""
+        return self.run_dir / "checkpoints" / "best.pt"
+
+
+def config_key(values: dict) -> str:
+    """A short hash of what determines a run's result (not where it is written)."""
+    keep = {k: v for k, v in values.items() if k not in ("name", "out_dir", "progress")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def cached_run(name: str, cache_dir: str | os.PathLike, live: bool = False, **values) -> RunResult:
+    """Load if trained, else train: the run `name` with config `values` lives in
+    `<cache_dir>/<name>-<hash of values>/`. A finished run there is loaded (history, best);
+    otherwise it is trained (resuming an interrupted attempt) and its records written."""
+    from .experiment import run
+
+    cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
+    cfg.name = f"{name}-{config_key(cfg.to_dict())}"
+    run_dir = Path(cache_dir) / cfg.name
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        record = json.loads(metrics.read_text())
+        if record.get("epochs_completed") == cfg.epochs:
+            return RunResult(cfg, load_history(run_dir), record["best"], run_dir)
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    trainer = run(cfg, resume=resume, live=live, progress=is_live(live))
+    return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
+
+
+def load_history(run_dir: Path) -> list[dict]:
+    """history.csv back into a list of records (numbers as floats/ints)."""
+    import csv
+
+    with open(Path(run_dir) / "history.csv") as f:
+        return [
+            {k: yaml.safe_load(v) if v != "" else None for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def write_metrics(out_dir: str | os.PathLike, metrics: dict, **extra) -> Path:
+    """The notebook's results record: `<out_dir>/metrics.json`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.json"
+    path.write_text(json.dumps({**extra, **metrics}, indent=2, default=str))
+    return path
