@@ -190,6 +190,10 @@ class DualPathTeacher(nn.Module):
         self._new_head_steps = [
             next(copies) if isinstance(m, nn.Module) else m for m in self._prompt._head
         ]
+        if finetune:  # the copy's own head is replaced by new_head: nothing there may train
+            for m in self._prompt._head:
+                if isinstance(m, nn.Module):
+                    m.requires_grad_(False)
 
     def train(self, mode: bool = True) -> DualPathTeacher:
         super().train(mode)

@@ -128,7 +128,7 @@ class DFPTBase(Distiller):
             groups.append(
                 {
                     "name": "backbone",
-                    "params": list(self.dual.backbone.parameters()),
+                    "params": [p for p in self.dual.backbone.parameters() if p.requires_grad],
                     "lr": base_lr * self.backbone_lr_scale,
                     "weight_decay": weight_decay,
                 }
