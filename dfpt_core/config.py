@@ -29,6 +29,9 @@ class TrainConfig:
     student: str = "resnet8x4"
     teacher: str | None = None
     teacher_checkpoint: str | None = None
+    # extra create_model options, e.g. {stem: imagenet} for the torchvision ResNets
+    student_args: dict = field(default_factory=dict)
+    teacher_args: dict = field(default_factory=dict)
     method_args: dict = field(default_factory=dict)
     # extra networks some methods need: TAKD/DGKD assistants, RCO anchors, ESKD early teacher
     assistants: list = field(default_factory=list)
@@ -204,14 +207,25 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file's values; a top-level `base: other.yaml` (relative to the file) is read
+    first and overridden by the file's own keys, so per-run files state only what differs."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in _seen:
+        raise ConfigError(f"config files include each other in a loop: {path}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return merge(read_yaml(path.parent / base, (*_seen, path)), values)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (optional) and apply `key=value` overrides."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    """Read a YAML config (optional, with `base:` inheritance) and apply `key=value`
+    overrides; the result is validated."""
+    values = read_yaml(path) if path is not None else {}
     return make_config(merge(values, parse_overrides(overrides or [])))

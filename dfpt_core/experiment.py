@@ -31,9 +31,25 @@ def load_network(
     return model
 
 
+def torchvision_weights(arch: str) -> dict:
+    """torchvision's default ImageNet weights for a `tv_*` zoo model (downloaded by torchvision
+    into its cache on first use)."""
+    from torchvision import models as tvm
+
+    name = arch.removeprefix("tv_")
+    enum = {m.lower(): m for m in dir(tvm) if m.endswith("_Weights")}.get(f"{name}_weights")
+    if not arch.startswith("tv_") or enum is None:
+        raise ValueError(f"torchvision weights exist only for tv_* models, not {arch!r}")
+    return getattr(tvm, enum).DEFAULT.get_state_dict(progress=False)
+
+
 def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
     """Keyword arguments for `methods.create`: student, teacher and the extra networks."""
-    nets = {"student": create_model(cfg.student, num_classes=num_classes, in_chans=cfg.in_chans)}
+    nets = {
+        "student": create_model(
+            cfg.student, num_classes=num_classes, in_chans=cfg.in_chans, **cfg.student_args
+        )
+    }
     cls = method_class(cfg.method)
     params = inspect.signature(cls.__init__).parameters
     if "teacher" in params:

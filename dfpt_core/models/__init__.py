@@ -2,8 +2,9 @@
 mdistiller), torchvision ResNets with a CIFAR or ImageNet stem, and the stage interface."""
 
 # Registration order is the listing order of list_models(): CIFAR ResNets, WRNs, VGGs, the
-# four-stage ResNets, the mobile students, torchvision ResNets.
-from . import resnet_cifar, wrn, vgg, resnet_4stage, mobilenetv2, shufflenet, tv_resnet  # noqa: F401, I001
+# four-stage ResNets, the mobile students, torchvision models.
+from . import resnet_cifar, wrn, vgg, resnet_4stage, mobilenetv2, shufflenet  # noqa: F401, I001
+from . import tv_resnet, tv_mobilenet  # noqa: F401, I001
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .profile import count_flops, count_macs, count_params
 from .registry import create_model, list_models, register
