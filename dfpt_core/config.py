@@ -29,6 +29,9 @@ class TrainConfig:
     student: str = "resnet8x4"
     teacher: str | None = None
     teacher_checkpoint: str | None = None
+    # start the trained network from weights (path or "torchvision"); a classifier of another
+    # size is re-initialised (fine-tuning, e.g. ImageNet -> CUB-200)
+    student_checkpoint: str | None = None
     # extra create_model options, e.g. {stem: imagenet} for the torchvision ResNets
     student_args: dict = field(default_factory=dict)
     teacher_args: dict = field(default_factory=dict)

@@ -10,25 +10,12 @@ import torch
 from .config import TrainConfig
 from .data import dataset_info, make_loader
 from .methods import create, method_class
-from .models import create_model, load_checkpoint
+from .models import create_model, read_checkpoint
+from .models.checkpoint import extract_state_dict, load_state
 from .runtime import init_distributed, resolve_device, seed_everything
 from .teachers import resolve_checkpoint
 from .train import Trainer
 from .viz import Dashboard
-
-
-def load_network(
-    arch: str, checkpoint: str | None, num_classes: int, in_chans: int, role: str
-) -> torch.nn.Module:
-    """A zoo network with weights from `checkpoint` (a path; None or "published" = the
-    published CIFAR-100 teacher). A missing checkpoint is an error, never a random network."""
-    model = create_model(arch, num_classes=num_classes, in_chans=in_chans)
-    try:
-        path = resolve_checkpoint(checkpoint, arch)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{role}: {e}") from e
-    load_checkpoint(model, path)
-    return model
 
 
 def torchvision_weights(arch: str) -> dict:
@@ -43,20 +30,72 @@ def torchvision_weights(arch: str) -> dict:
     return getattr(tvm, enum).DEFAULT.get_state_dict(progress=False)
 
 
+def checkpoint_state(arch: str, spec: str | None, role: str) -> dict:
+    """The state dict a checkpoint spec names: "torchvision" (ImageNet weights of a tv_*
+    model), None / "published" (the published CIFAR-100 teacher) or a file path."""
+    if spec == "torchvision":
+        return torchvision_weights(arch)
+    try:
+        path = resolve_checkpoint(spec, arch)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{role}: {e}") from e
+    return extract_state_dict(read_checkpoint(path), str(path))
+
+
+def load_network(
+    arch: str,
+    spec: str | None,
+    num_classes: int,
+    in_chans: int,
+    role: str,
+    finetune: bool = False,
+    **model_args,
+) -> torch.nn.Module:
+    """A zoo network with the weights `spec` names (see `checkpoint_state`). A missing
+    checkpoint is an error, never a random network. With `finetune`, a final classifier of
+    another size (e.g. ImageNet's 1000 classes) keeps its fresh initialisation; every other
+    weight must fit."""
+    model = create_model(arch, num_classes=num_classes, in_chans=in_chans, **model_args)
+    state = checkpoint_state(arch, spec, role)
+    if finetune:
+        classifier = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+        own = model.state_dict()
+        for key in (f"{classifier}.weight", f"{classifier}.bias"):
+            if key in state and key in own and state[key].shape != own[key].shape:
+                state[key] = own[key]
+    load_state(model, state, f"{role} checkpoint {spec}")
+    return model
+
+
 def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
     """Keyword arguments for `methods.create`: student, teacher and the extra networks."""
-    nets = {
-        "student": create_model(
+    if cfg.student_checkpoint is None:
+        student = create_model(
             cfg.student, num_classes=num_classes, in_chans=cfg.in_chans, **cfg.student_args
         )
-    }
+    else:
+        student = load_network(
+            cfg.student,
+            cfg.student_checkpoint,
+            num_classes,
+            cfg.in_chans,
+            "student",
+            finetune=True,
+            **cfg.student_args,
+        )
+    nets = {"student": student}
     cls = method_class(cfg.method)
     params = inspect.signature(cls.__init__).parameters
     if "teacher" in params:
         if cfg.teacher is None:
             raise ValueError(f"method {cfg.method!r} needs `teacher` (a model name)")
         nets["teacher"] = load_network(
-            cfg.teacher, cfg.teacher_checkpoint, num_classes, cfg.in_chans, "teacher"
+            cfg.teacher,
+            cfg.teacher_checkpoint,
+            num_classes,
+            cfg.in_chans,
+            "teacher",
+            **cfg.teacher_args,
         )
     if "assistants" in params:
         if len(cfg.assistant_checkpoints) != len(cfg.assistants):
@@ -70,7 +109,7 @@ def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
         ]
     if "anchors" in params:
         nets["anchors"] = [
-            load_network(cfg.teacher, c, num_classes, cfg.in_chans, "anchor")
+            load_network(cfg.teacher, c, num_classes, cfg.in_chans, "anchor", **cfg.teacher_args)
             for c in cfg.anchor_checkpoints
         ]
     return nets

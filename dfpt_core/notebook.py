@@ -110,3 +110,117 @@ def write_metrics(out_dir: str | os.PathLike, metrics: dict, **extra) -> Path:
     path = out / "metrics.json"
     path.write_text(json.dumps({**extra, **metrics}, indent=2, default=str))
     return path
+
+
+def common_args(
+    dataset: str,
+    in_chans: int,
+    limit_train,
+    limit_test,
+    batch_size: int,
+    lr: float,
+    device: str,
+    seed: int,
+    live: bool,
+    **extra,
+) -> dict:
+    """The training settings every run of a notebook shares (so runs hash, and cache, alike
+    across notebooks): the book trains with a cosine schedule over each run's epochs."""
+    return dict(
+        dataset=dataset,
+        in_chans=in_chans,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        seed=seed,
+        schedule="cosine",
+        milestones=[],
+        progress=is_live(live),
+        **extra,
+    )
+
+
+@dataclass
+class Teacher:
+    """A pre-trained teacher: its architecture, checkpoint, and its training run if the book
+    trained it (None for a published or user-supplied checkpoint). `metrics` are its test
+    metrics (from the run's best epoch, or evaluated from the checkpoint)."""
+
+    arch: str
+    checkpoint: Path
+    run: RunResult | None = None
+    metrics: dict | None = None
+
+
+def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
+    """Test metrics (top-1/top-5/p_t under the key prefix "student_") of a checkpoint."""
+    from .data import dataset_info, make_loader
+    from .methods import create
+    from .metrics import evaluate
+    from .models import create_model, load_checkpoint
+    from .runtime import resolve_device
+
+    info = dataset_info(common["dataset"])
+    device = resolve_device(common["device"])
+    model = create_model(arch, num_classes=info.num_classes, in_chans=common["in_chans"])
+    load_checkpoint(model, checkpoint)
+    loader = make_loader(
+        common["dataset"],
+        False,
+        256,
+        in_chans=common["in_chans"],
+        limit=common["limit_test"],
+        seed=common["seed"],
+        device=device,
+    )
+    return evaluate(create("ce", student=model.to(device)), loader)
+
+
+def teacher(
+    arch: str,
+    cache_dir,
+    common: dict,
+    epochs: int,
+    checkpoint: str | None = None,
+    live: bool = False,
+) -> Teacher:
+    """A teacher to distil from: `checkpoint` ("published" or a path) if given, else trained
+    with cross-entropy under `cache_dir` (loaded if already trained)."""
+    if checkpoint:
+        from .teachers import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint, arch)
+        return Teacher(arch, path, metrics=evaluate_checkpoint(arch, path, common))
+    result = cached_run(
+        f"{arch}-ce", cache_dir, live=live, method="ce", student=arch, epochs=epochs, **common
+    )
+    return Teacher(arch, result.checkpoint(), result, result.best)
+
+
+def distil(
+    method: str,
+    teacher: Teacher,
+    student: str,
+    cache_dir,
+    common: dict,
+    epochs: int,
+    live: bool = False,
+    tag: str = "",
+    **method_args,
+) -> RunResult:
+    """Train `student` from `teacher` with `method` (loaded if already trained)."""
+    name = f"{student}-from-{teacher.arch}-{method}{'-' + tag if tag else ''}"
+    return cached_run(
+        name,
+        cache_dir,
+        live=live,
+        method=method,
+        student=student,
+        teacher=teacher.arch,
+        teacher_checkpoint=str(teacher.checkpoint),
+        epochs=epochs,
+        method_args=method_args,
+        **common,
+    )

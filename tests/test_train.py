@@ -358,3 +358,34 @@ def test_ddp_two_processes_gloo_agree(tmp_path, fmnist_root, teacher_ckpt):
     assert ranks[0]["train_batches"] == 256 // 2 // 32  # each rank trains on its half
     assert (out / "ddp" / "metrics.json").is_file()  # only rank 0 writes records
     assert json.loads((out / "ddp" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_student_checkpoint_finetunes_with_a_fresh_classifier(tmp_path):
+    from dfpt_core.experiment import load_network
+    from dfpt_core.models import create_model, save_checkpoint
+
+    source = create_model("resnet8", num_classes=100)
+    save_checkpoint({"model": source.state_dict()}, tmp_path / "c100.pt")
+    model = load_network("resnet8", str(tmp_path / "c100.pt"), 10, 3, "student", finetune=True)
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert model.fc.weight.shape == (10, 64)  # re-initialised for the new number of classes
+    with pytest.raises(Exception, match="fc.weight: checkpoint"):
+        load_network("resnet8", str(tmp_path / "c100.pt"), 10, 3, "teacher")  # no finetune
+    wide = create_model("resnet8x4", num_classes=10)
+    save_checkpoint({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    with pytest.raises(Exception, match="conv1.weight"):  # only the classifier may change
+        load_network("resnet8", str(tmp_path / "wide.pt"), 10, 3, "student", finetune=True)
+
+
+def test_torchvision_weights_fill_a_tv_model(monkeypatch):
+    from torchvision import models as tvm
+
+    from dfpt_core.experiment import load_network
+
+    reference = tvm.resnet18(weights=None)
+    monkeypatch.setattr(tvm.ResNet18_Weights.DEFAULT, "get_state_dict",
+                        lambda progress=False: reference.state_dict(), raising=False)
+    model = load_network("tv_resnet18", "torchvision", 1000, 3, "teacher", stem="imagenet")
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="only for tv_"):
+        load_network("resnet8", "torchvision", 10, 3, "teacher")

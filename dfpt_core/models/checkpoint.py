@@ -65,7 +65,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict:
     mis-shaped keys; never leaves a silently random model.
     """
     ckpt = read_checkpoint(path)
-    state = extract_state_dict(ckpt, str(path))
+    load_state(model, extract_state_dict(ckpt, str(path)), str(path))
+    return ckpt
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """`model.load_state_dict(state, strict=True)`, failing first with a CheckpointError that
+    names the missing, unexpected and mis-shaped keys of `source`."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -88,9 +94,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict:
             )
             if items
         ]
-        raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts))
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
-    return ckpt
 
 
 def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> Path:
