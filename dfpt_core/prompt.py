@@ -122,7 +122,7 @@ def parse_positions(positions, num_stages: int) -> tuple[int, ...]:
     if positions == "all":
         return allowed
     chosen = (positions,) if isinstance(positions, int) else tuple(positions)
-    bad = [p for p in chosen if p not in allowed]
+    bad = [p for p in chosen if isinstance(p, bool) or not isinstance(p, int) or p not in allowed]
     if not chosen or bad or len(set(chosen)) != len(chosen):
         raise ValueError(
             f"positions must be 'all' or distinct stage boundaries from {allowed} "

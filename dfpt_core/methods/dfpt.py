@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
+from ..models.stages import StageSpec
 from ..prompt import DualPathTeacher
 from .base import Distiller
 from .registry import register
@@ -27,11 +29,13 @@ SUPERVISION = ("both", "teacher", "student")
 
 class DFPTBase(Distiller):
     finetune = False
+    network_args = ("spec",)  # a StageSpec for a teacher without `stage_spec`
 
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
+        spec: StageSpec | None = None,
         *,
         temperature: float = 4.0,
         ce_weight: float = 0.1,
@@ -65,6 +69,7 @@ class DFPTBase(Distiller):
             fusion=fusion,
             head_init=head_init,
             finetune=self.finetune,
+            spec=spec,
             input_size=input_size,
         )
         self.temperature, self.prompt_temperature = temperature, prompt_temperature
@@ -98,6 +103,7 @@ class DFPTBase(Distiller):
             losses["prompt_ce"] = self.prompt_ce_weight * F.cross_entropy(paths.prompt, targets)
         return logits, losses
 
+    @torch.no_grad()
     def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
         paths = self.dual(images)
         return {"student": self.student(images), "teacher": paths.original, "prompt": paths.prompt}
