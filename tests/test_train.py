@@ -383,8 +383,12 @@ def test_torchvision_weights_fill_a_tv_model(monkeypatch):
     from dfpt_core.experiment import load_network
 
     reference = tvm.resnet18(weights=None)
-    monkeypatch.setattr(tvm.ResNet18_Weights.DEFAULT, "get_state_dict",
-                        lambda progress=False: reference.state_dict(), raising=False)
+    monkeypatch.setattr(
+        tvm.ResNet18_Weights.DEFAULT,
+        "get_state_dict",
+        lambda progress=False: reference.state_dict(),
+        raising=False,
+    )
     model = load_network("tv_resnet18", "torchvision", 1000, 3, "teacher", stem="imagenet")
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     with pytest.raises(ValueError, match="only for tv_"):

@@ -14,20 +14,44 @@ from dfpt_core.experiment import run
 
 def main(out: str, teacher_ckpt: str, data_root: str) -> None:
     torch.set_num_threads(1)
-    cfg = make_config(dict(
-        name="ddp", method="kd", student="resnet8", teacher="resnet8",
-        teacher_checkpoint=teacher_ckpt, dataset="fashion_mnist", data_root=data_root,
-        in_chans=1, limit_train=256, limit_test=64, epochs=2, batch_size=32, lr=0.05,
-        milestones=[1], out_dir=out, progress=False, device="cpu"))
+    cfg = make_config(
+        dict(
+            name="ddp",
+            method="kd",
+            student="resnet8",
+            teacher="resnet8",
+            teacher_checkpoint=teacher_ckpt,
+            dataset="fashion_mnist",
+            data_root=data_root,
+            in_chans=1,
+            limit_train=256,
+            limit_test=64,
+            epochs=2,
+            batch_size=32,
+            lr=0.05,
+            milestones=[1],
+            out_dir=out,
+            progress=False,
+            device="cpu",
+        )
+    )
     trainer = run(cfg)
     rank = trainer.dist.rank
     digest = hashlib.sha256()
     for name, tensor in sorted(trainer.distiller.student.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
-    Path(out, f"rank{rank}.json").write_text(json.dumps({
-        "rank": rank, "world_size": trainer.dist.world_size, "student_sha256": digest.hexdigest(),
-        "final": trainer.history[-1], "train_batches": len(trainer.train_loader)}))
+    Path(out, f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "world_size": trainer.dist.world_size,
+                "student_sha256": digest.hexdigest(),
+                "final": trainer.history[-1],
+                "train_batches": len(trainer.train_loader),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
