@@ -969,3 +969,21 @@ def test_dfpt_kdt_original_path_is_bit_identical_under_the_trainer(fmnist, teach
     assert any(k.endswith("running_mean") for k in changed)
     assert {"fc.weight", "fc.bias"}.isdisjoint(changed)  # the copy's frozen, unused classifier
     assert not torch.equal(out["prompt"], reference)
+
+
+def test_prompt_teacher_warmup_ramps_the_teachers_pull():
+    torch.manual_seed(0)
+    teacher, student = zoo_teacher("resnet8"), create_model("resnet8", num_classes=10)
+    x, y = images("warmup", batch=4), torch.arange(4)
+    plain = create("dfpt_kd", student=copy.deepcopy(student), teacher=copy.deepcopy(teacher))
+    ramped = create(
+        "dfpt_kd",
+        student=copy.deepcopy(student),
+        teacher=copy.deepcopy(teacher),
+        prompt_teacher_warmup=4,
+    )
+    ramped.load_state_dict(plain.state_dict())
+    full = plain.forward_train(x, y, epoch=0)[1]["prompt_teacher"]
+    for epoch, share in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        got = ramped.forward_train(x, y, epoch=epoch)[1]["prompt_teacher"]
+        assert torch.allclose(got, share * full), (epoch, share)

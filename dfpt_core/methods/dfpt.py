@@ -8,6 +8,12 @@ One backward pass of the summed losses updates every part from its own objective
   reachable; `supervision` selects both, teacher-only or student-only);
 - student: L_S = w_ce * CE + w_kd * T^2 KL(p_T || p_S) + w_kdp * T^2 KL(p_P.detach() || p_S);
 - the original path runs under no_grad and never changes.
+
+Easy to hard: supervised by the student, the prompt path starts close to what the student can
+reach and is pulled up by the teacher as training goes (the paper's Fig. 3). The trainer logs
+the prompt path's agreement with student and teacher every epoch; `prompt_teacher_warmup`
+(epochs, default 0 = off, the paper's setting) makes the order explicit by ramping the
+teacher's pull on the prompt path linearly from 0 (the project's optional curriculum).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class DFPTBase(Distiller):
         prompt_kd_weight: float = 0.9,
         supervision: str = "both",
         prompt_teacher_weight: float = 1.0,
+        prompt_teacher_warmup: int = 0,
         prompt_student_weight: float = 1.0,
         prompt_ce_weight: float = 0.0,
         prompt_temperature: float = 4.0,
@@ -77,6 +84,7 @@ class DFPTBase(Distiller):
         self.prompt_kd_weight = prompt_kd_weight
         self.supervision = supervision
         self.prompt_teacher_weight = prompt_teacher_weight if supervision != "student" else 0.0
+        self.prompt_teacher_warmup = prompt_teacher_warmup
         self.prompt_student_weight = prompt_student_weight if supervision != "teacher" else 0.0
         self.prompt_ce_weight = prompt_ce_weight
         self.prompt_lr_scale, self.backbone_lr_scale = prompt_lr_scale, backbone_lr_scale
@@ -92,8 +100,13 @@ class DFPTBase(Distiller):
             "kd_prompt": self.prompt_kd_weight * kd_loss(logits, paths.prompt.detach(), t),
         }
         if self.prompt_teacher_weight:
-            losses["prompt_teacher"] = self.prompt_teacher_weight * kd_loss(
-                paths.prompt, paths.original, tp
+            ramp = (
+                min((epoch + 1) / self.prompt_teacher_warmup, 1.0)
+                if self.prompt_teacher_warmup
+                else 1.0
+            )
+            losses["prompt_teacher"] = (
+                ramp * self.prompt_teacher_weight * kd_loss(paths.prompt, paths.original, tp)
             )
         if self.prompt_student_weight:
             losses["prompt_student"] = self.prompt_student_weight * kd_loss(
