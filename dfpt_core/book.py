@@ -57,12 +57,16 @@ def run_book(
 
     Each notebook gets those of the scale's parameters it declares, plus `scale`, `out_dir`
     (its own results folder), `cache_dir` (runs shared across notebooks) and `live=False`.
-    With `in_place`, the executed notebooks replace the committed ones (the smoke-scale outputs
-    that nbval compares against). Raises RuntimeError listing the notebooks that failed, after
-    running all of them.
+    With `in_place` (smoke only), the executed notebooks replace the committed ones with their
+    own defaults (the smoke values; nothing injected), which is what nbval compares against.
+    Kernels run with DFPT_HEADLESS=1. Raises RuntimeError listing the notebooks that failed,
+    after running all of them.
     """
     import papermill as pm  # heavy import, only needed here
 
+    if in_place and scale != "smoke":
+        raise ValueError("--in-place regenerates the committed smoke outputs: use --scale smoke")
+    os.environ["DFPT_HEADLESS"] = "1"  # inherited by the kernels papermill starts
     params = load_params(scale, book_dir)
     run_dir = Path(out_root or runs_dir()).resolve() / f"book-{scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +82,8 @@ def run_book(
             "cache_dir": str(run_dir / "cache"),
         }
         target = nb if in_place else run_dir / nb.name
+        if in_place:
+            drop_injected_parameters(nb)
         start = time.time()
         try:
             pm.execute_notebook(
@@ -85,7 +91,7 @@ def run_book(
                 str(target),
                 kernel_name="python3",
                 cwd=str(book_dir),
-                parameters={k: v for k, v in given.items() if k in declared},
+                parameters={} if in_place else {k: v for k, v in given.items() if k in declared},
                 log_output=True,
                 progress_bar=False,
             )
@@ -108,6 +114,18 @@ def run_book(
     if failures:
         raise RuntimeError("notebooks failed:\n  " + "\n  ".join(failures))
     return run_dir
+
+
+def drop_injected_parameters(path: Path) -> None:
+    """Remove a cell papermill injected on an earlier run (committed notebooks keep only
+    their own parameters cell)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    if len(cells) != len(notebook.cells):
+        notebook.cells = cells
+        nbformat.write(notebook, path)
 
 
 def to_html(notebook: Path, run_dir: Path) -> Path:
