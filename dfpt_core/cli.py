@@ -29,29 +29,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
+    from .experiment import evaluate_checkpoint
 
-    from .data import dataset_info, make_loader
-    from .methods import create
-    from .metrics import evaluate
-    from .models import create_model, load_checkpoint
-    from .runtime import resolve_device
-
-    info = dataset_info(args.dataset)
-    device = resolve_device(args.device)
-    model = create_model(args.model, num_classes=info.num_classes, in_chans=args.in_chans)
-    load_checkpoint(model, args.checkpoint)
-    loader = make_loader(
+    metrics = evaluate_checkpoint(
+        args.model,
+        args.checkpoint,
         args.dataset,
-        False,
-        args.batch_size,
-        root=args.data_root,
-        in_chans=args.in_chans,
-        limit=args.limit,
-        device=device,
+        args.in_chans,
+        args.limit,
+        args.data_root,
+        args.device,
+        batch_size=args.batch_size,
     )
-    with torch.no_grad():
-        metrics = evaluate(create("ce", student=model.to(device)), loader)
     print(
         json.dumps(
             {

@@ -10,6 +10,7 @@ import torch
 from .config import TrainConfig
 from .data import dataset_info, make_loader
 from .methods import create, method_class
+from .metrics import evaluate
 from .models import create_model, read_checkpoint
 from .models.checkpoint import extract_state_dict, load_state
 from .runtime import init_distributed, resolve_device, seed_everything
@@ -177,3 +178,26 @@ def run(
     )
     trainer.fit(resume=resume)
     return trainer
+
+
+def evaluate_checkpoint(
+    arch: str,
+    checkpoint,
+    dataset: str,
+    in_chans: int = 3,
+    limit: int | None = None,
+    root=None,
+    device: str = "auto",
+    seed: int = 0,
+    batch_size: int = 256,
+    **model_args,
+) -> dict:
+    """Test metrics of one network (`student_top1`, `student_top5`, `student_pt`) from any
+    checkpoint spec `load_network` accepts."""
+    info = dataset_info(dataset)
+    dev = resolve_device(device)
+    model = load_network(arch, str(checkpoint), info.num_classes, in_chans, "model", **model_args)
+    loader = make_loader(
+        dataset, False, batch_size, root=root, in_chans=in_chans, limit=limit, seed=seed, device=dev
+    )
+    return evaluate(create("ce", student=model.to(dev)), loader)

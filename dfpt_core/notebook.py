@@ -155,27 +155,19 @@ class Teacher:
 
 
 def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
-    """Test metrics (top-1/top-5/p_t under the key prefix "student_") of a checkpoint."""
-    from .data import dataset_info, make_loader
-    from .methods import create
-    from .metrics import evaluate
-    from .models import create_model, load_checkpoint
-    from .runtime import resolve_device
+    """Test metrics (keys "student_top1", "student_top5", "student_pt") of a checkpoint on the
+    notebook's test set."""
+    from .experiment import evaluate_checkpoint as evaluate
 
-    info = dataset_info(common["dataset"])
-    device = resolve_device(common["device"])
-    model = create_model(arch, num_classes=info.num_classes, in_chans=common["in_chans"])
-    load_checkpoint(model, checkpoint)
-    loader = make_loader(
+    return evaluate(
+        arch,
+        checkpoint,
         common["dataset"],
-        False,
-        256,
-        in_chans=common["in_chans"],
-        limit=common["limit_test"],
+        common["in_chans"],
+        common["limit_test"],
+        device=common["device"],
         seed=common["seed"],
-        device=device,
     )
-    return evaluate(create("ce", student=model.to(device)), loader)
 
 
 def teacher(
