@@ -68,15 +68,24 @@ class RunResult:
 
 
 def config_key(values: dict) -> str:
-    """A short hash of what determines a run's result (not where it is written)."""
+    """A short hash of what determines a run's result, not of where anything is written: a
+    checkpoint of another cached run counts by its run folder's name (which carries that run's
+    own hash), however the cache path is spelled."""
     keep = {k: v for k, v in values.items() if k not in ("name", "out_dir", "progress")}
+    for key in ("teacher_checkpoint", "student_checkpoint"):
+        path = Path(str(keep.get(key)))
+        if keep.get(key) and path.parent.name == "checkpoints":
+            keep[key] = f"{path.parent.parent.name}/{path.name}"
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def cached_run(name: str, cache_dir: str | os.PathLike, live: bool = False, **values) -> RunResult:
+def cached_run(
+    name: str, cache_dir: str | os.PathLike, live: bool = False, callbacks=(), **values
+) -> RunResult:
     """Load if trained, else train: the run `name` with config `values` lives in
     `<cache_dir>/<name>-<hash of values>/`. A finished run there is loaded (history, best);
-    otherwise it is trained (resuming an interrupted attempt) and its records written."""
+    otherwise it is trained (resuming an interrupted attempt) with `callbacks` (Trainer
+    callbacks: on_train_start / on_epoch_end / on_train_end) and its records written."""
     from .experiment import run
 
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
@@ -88,7 +97,7 @@ def cached_run(name: str, cache_dir: str | os.PathLike, live: bool = False, **va
         if record.get("epochs_completed") == cfg.epochs:
             return RunResult(cfg, load_history(run_dir), record["best"], run_dir)
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    trainer = run(cfg, resume=resume, live=live, progress=is_live(live))
+    trainer = run(cfg, resume=resume, live=live, callbacks=callbacks, progress=is_live(live))
     return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
 
 

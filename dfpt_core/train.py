@@ -212,6 +212,9 @@ class Trainer:
                 raise FileNotFoundError(f"nothing to resume: {last} does not exist")
             self.load(last)
         self._write_records()
+        for cb in self.callbacks:
+            if hasattr(cb, "on_train_start"):
+                cb.on_train_start(self)
         try:
             while self.epoch < self.cfg.epochs:
                 record = self._run_epoch(self.epoch)
