@@ -67,6 +67,9 @@ class TrainConfig:
     num_workers: int = 0
     out_dir: str = "runs"
     checkpoint_every: int = 1
+    # also keep the student's weights after these epochs (checkpoints/epoch<k>.pt), e.g. the
+    # early-stopped teacher of ESKD or the route of teacher checkpoints of RCO
+    keep_checkpoints: list = field(default_factory=list)
     progress: bool = True
 
     def validate(self) -> TrainConfig:
@@ -141,6 +144,11 @@ class TrainConfig:
             v = getattr(self, key)
             need(v is None or v >= 1, key, f"must be >= 1 or null, got {v}")
         need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        need(
+            all(isinstance(k, int) and 1 <= k <= self.epochs for k in self.keep_checkpoints),
+            "keep_checkpoints",
+            f"must be epochs in 1..{self.epochs}, got {self.keep_checkpoints}",
+        )
         need(self.num_workers >= 0, "num_workers", "must be >= 0")
         return self
 

@@ -68,14 +68,31 @@ class RunResult:
 
 
 def config_key(values: dict) -> str:
-    """A short hash of what determines a run's result, not of where anything is written: a
-    checkpoint of another cached run counts by its run folder's name (which carries that run's
-    own hash), however the cache path is spelled."""
-    keep = {k: v for k, v in values.items() if k not in ("name", "out_dir", "progress")}
+    """A short hash of what determines a run's result, not of where anything is written. Only
+    values that differ from TrainConfig's defaults count (a new config field leaves existing
+    keys unchanged), and a checkpoint of another cached run counts by its run folder's name
+    (which carries that run's own hash), however the cache path is spelled."""
+    defaults = TrainConfig().to_dict()
+    keep = {
+        k: v
+        for k, v in values.items()
+        if k not in ("name", "out_dir", "progress") and v != defaults.get(k, object())
+    }
+
+    def portable(path):
+        path = Path(str(path))
+        return (
+            f"{path.parent.parent.name}/{path.name}"
+            if path.parent.name == "checkpoints"
+            else str(path)
+        )
+
     for key in ("teacher_checkpoint", "student_checkpoint"):
-        path = Path(str(keep.get(key)))
-        if keep.get(key) and path.parent.name == "checkpoints":
-            keep[key] = f"{path.parent.parent.name}/{path.name}"
+        if keep.get(key):
+            keep[key] = portable(keep[key])
+    for key in ("assistant_checkpoints", "anchor_checkpoints"):
+        if keep.get(key):
+            keep[key] = [portable(p) for p in keep[key]]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -134,7 +151,8 @@ def common_args(
     **extra,
 ) -> dict:
     """The training settings every run of a notebook shares (so runs hash, and cache, alike
-    across notebooks): the book trains with a cosine schedule over each run's epochs."""
+    across notebooks): the book trains with a cosine schedule over each run's epochs, in
+    channels_last memory format."""
     return dict(
         dataset=dataset,
         in_chans=in_chans,
@@ -146,6 +164,7 @@ def common_args(
         seed=seed,
         schedule="cosine",
         milestones=[],
+        channels_last=True,  # 1.5-2.4x faster training steps on CPUs (bench/train_step.py)
         progress=is_live(live),
         **extra,
     )

@@ -221,7 +221,9 @@ class Trainer:
                 self.history.append(record)
                 if not self.best or record["student_top1"] > self.best["student_top1"]:
                     self.best = dict(record)
-                    self._save_best()
+                    self._save_student("best.pt")
+                if record["epoch"] in self.cfg.keep_checkpoints:
+                    self._save_student(f"epoch{record['epoch']}.pt")
                 self.epoch, self.step, self._sums = self.epoch + 1, 0, {}
                 if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
                     self.save("last")
@@ -242,18 +244,19 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history[-1]
 
-    def _save_best(self) -> None:
+    def _save_student(self, filename: str) -> None:
+        """The student's weights after the current epoch, in the RepDistiller/mdistiller
+        format ({"model": state_dict, ...}) that load_checkpoint reads."""
         if self.checkpoint_dir is None or not self.is_main:
             return
-        student = self.distiller.student
         save_checkpoint(
             {
-                "model": student.state_dict(),
+                "model": self.distiller.student.state_dict(),
                 "epoch": self.epoch + 1,
-                "accuracy": self.best["student_top1"],
+                "accuracy": self.history[-1]["student_top1"],
                 "arch": self.cfg.student,
             },
-            self.checkpoint_dir / "best.pt",
+            self.checkpoint_dir / filename,
         )
 
     def _run_epoch(self, epoch: int) -> dict:

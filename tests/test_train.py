@@ -72,7 +72,7 @@ def teacher_ckpt(tmp_path_factory, fmnist_root):
 
 
 def test_run_records_and_learning(tmp_path, fmnist_root):
-    trainer = run(tiny(tmp_path, fmnist_root))
+    trainer = run(tiny(tmp_path, fmnist_root, keep_checkpoints=[1, 2]))
     rd = trainer.run_dir
     for name in (
         "config.yaml",
@@ -98,6 +98,11 @@ def test_run_records_and_learning(tmp_path, fmnist_root):
     assert [round(h["lr"], 6) for h in trainer.history] == [0.05, 0.005, 0.005]
     best = read_checkpoint(rd / "checkpoints" / "best.pt")
     assert set(best["model"]) == set(trainer.distiller.student.state_dict())
+    kept = {k: read_checkpoint(rd / "checkpoints" / f"epoch{k}.pt") for k in (1, 2)}
+    assert [kept[k]["epoch"] for k in (1, 2)] == [1, 2]
+    assert kept[2]["accuracy"] == trainer.history[1]["student_top1"]
+    assert not (rd / "checkpoints" / "epoch3.pt").exists()
+    assert not torch.equal(kept[1]["model"]["fc.weight"], kept[2]["model"]["fc.weight"])
 
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path, fmnist_root):
