@@ -181,6 +181,24 @@ class Teacher:
     run: RunResult | None = None
     metrics: dict | None = None
 
+    @property
+    def trajectory(self) -> dict[int, Path]:
+        """Checkpoints from along the teacher's own training, {epoch: path} (see
+        `route_epochs`), for methods that distil from a teacher before it converged (ESKD's
+        early-stopped teacher, RCO's route). Empty for a teacher the book did not train."""
+        if self.run is None:
+            return {}
+        found = {
+            k: self.run.run_dir / "checkpoints" / f"epoch{k}.pt"
+            for k in self.run.config.keep_checkpoints
+        }
+        return {k: p for k, p in found.items() if p.is_file()}
+
+
+def route_epochs(epochs: int) -> list[int]:
+    """The epochs at a quarter, half and three quarters of a teacher's training."""
+    return sorted({max(1, round(epochs * f)) for f in (0.25, 0.5, 0.75)} - {epochs})
+
 
 def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
     """Test metrics (keys "student_top1", "student_top5", "student_pt") of a checkpoint on the
@@ -207,14 +225,22 @@ def teacher(
     live: bool = False,
 ) -> Teacher:
     """A teacher to distil from: `checkpoint` ("published" or a path) if given, else trained
-    with cross-entropy under `cache_dir` (loaded if already trained)."""
+    with cross-entropy under `cache_dir` (loaded if already trained), keeping its checkpoints
+    at `route_epochs(epochs)` (its `trajectory`)."""
     if checkpoint:
         from .teachers import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint, arch)
         return Teacher(arch, path, metrics=evaluate_checkpoint(arch, path, common))
     result = cached_run(
-        f"{arch}-ce", cache_dir, live=live, method="ce", student=arch, epochs=epochs, **common
+        f"{arch}-ce",
+        cache_dir,
+        live=live,
+        method="ce",
+        student=arch,
+        epochs=epochs,
+        keep_checkpoints=route_epochs(epochs),
+        **common,
     )
     return Teacher(arch, result.checkpoint(), result, result.best)
 
