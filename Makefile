@@ -38,10 +38,10 @@ test-book: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check dfpt_core tests bench
+	$(BIN)/ruff format --check dfpt_core tests bench scripts
 
 format: install
-	$(BIN)/ruff format dfpt_core tests bench
+	$(BIN)/ruff format dfpt_core tests bench scripts
 	$(BIN)/ruff check --fix .
 
 ## regen-book: re-execute the committed notebooks in place at smoke scale (their stored outputs)
@@ -52,9 +52,9 @@ regen-book: install
 lab: install
 	$(BIN)/jupyter lab book/
 
-## bench: speed and memory benchmarks, JSON under runs/bench/
+## bench: speed and memory benchmarks into runs/bench/bench.json (BENCH_ARGS=--quick: smoke run)
 bench: install
-	$(BIN)/dfpt bench
+	$(BIN)/dfpt bench $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

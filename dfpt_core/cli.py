@@ -64,10 +64,11 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmarks
+    from .bench import format_table, run_benchmarks
 
     path = run_benchmarks(args.out, only=args.only, quick=args.quick)
-    print(f"benchmarks written to {path}")
+    print(format_table(json.loads(path.read_text())))
+    print(f"\nwritten to {path}")
     return 0
 
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed and memory benchmarks (JSON)")
     bench.add_argument("--out", type=Path, default=None, help="output folder (runs/bench)")
     bench.add_argument("--only", nargs="+", help="benchmark names")
-    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    bench.add_argument("--quick", action="store_true", help="smoke run: batch 4, fewer repetitions")
     bench.set_defaults(func=cmd_bench)
 
     teach = sub.add_parser("teachers", help="the published CIFAR-100 teacher checkpoints")

@@ -1,0 +1,32 @@
+"""FLOPs of one full training step (forward, backward, optimizer) of every method and of the naive
+DFPT-KD reference, per pair, counted by torch.utils.flop_counter over a real step (a multiply-add
+is 2 FLOPs; convolutions and matrix products only, as the counter counts)."""
+
+from _common import ENTRANTS, PAIRS, batch, build, pair_settings, parse_args, train_step, write
+from torch.utils.flop_counter import FlopCounterMode
+
+from dfpt_core.runtime import resolve_device
+
+
+def step_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def main():
+    args = parse_args(__doc__)
+    device = resolve_device("auto")
+    settings = pair_settings(args.quick)
+    results = {}
+    for pair in PAIRS:
+        images, labels = batch(pair, settings["batch"], device)
+        results[pair.name] = {
+            e: {"flops": step_flops(train_step(build(e, pair, device), images, labels))}
+            for e in ENTRANTS
+        }
+    write(args.out, settings, results)
+
+
+if __name__ == "__main__":
+    main()
