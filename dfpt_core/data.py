@@ -480,15 +480,15 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int):
     """Per-sample RandomCrop(H, padding) with zero fill, then horizontal flip where `flips`:
-    one gather from the zero-padded batch (a flip reads the crop window's columns reversed)."""
+    two gathers from the zero-padded batch, the crop window's rows, then its columns (read
+    reversed for a flip)."""
     b, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
     rows = offsets[:, :1] + torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device).expand(b, w)
     cols = torch.where(flips[:, None], cols.flip(1), cols) + offsets[:, 1:]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    window = padded.gather(2, rows[:, None, :, None].expand(b, c, h, padded.shape[3]))
+    return window.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
 class TensorLoader:
