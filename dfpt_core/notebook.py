@@ -100,7 +100,8 @@ def cached_run(
     name: str, cache_dir: str | os.PathLike, live: bool = False, callbacks=(), **values
 ) -> RunResult:
     """Load if trained, else train: the run `name` with config `values` lives in
-    `<cache_dir>/<name>-<hash of values>/`. A finished run there is loaded (history, best);
+    `<cache_dir>/<name>-<hash of values>/`. A finished run there, or shipped in the repository
+    under that name (the `cpu`-scale teachers, `teachers.shipped_run`), is loaded (history, best);
     otherwise it is trained (resuming an interrupted attempt) with `callbacks` (Trainer
     callbacks: on_train_start / on_epoch_end / on_train_end) and its records written."""
     from .experiment import run
@@ -108,6 +109,10 @@ def cached_run(
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
     cfg.name = f"{name}-{config_key(cfg.to_dict())}"
     run_dir = Path(cache_dir) / cfg.name
+    if not (run_dir / "metrics.json").is_file():
+        from .teachers import shipped_run
+
+        run_dir = shipped_run(cfg.name) or run_dir
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         record = json.loads(metrics.read_text())
@@ -168,6 +173,13 @@ def common_args(
         progress=is_live(live),
         **extra,
     )
+
+
+def preset_common(params: dict) -> dict:
+    """`common_args` from a scale's preset (book/params/<scale>.yaml, as `book.load_params`
+    reads it): what a notebook run at that scale shares, for scripts that train as the book does."""
+    keys = ("dataset", "in_chans", "limit_train", "limit_test", "batch_size", "lr", "device")
+    return common_args(*(params[k] for k in keys), params["seed"], live=False)
 
 
 @dataclass

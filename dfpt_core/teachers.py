@@ -1,8 +1,11 @@
-"""The published CIFAR-100 teachers (the `cifar_teachers.tar` archive released with mdistiller,
-the same weights as RepDistiller's): fetch, verify, and resolve names to checkpoint files."""
+"""Teacher checkpoints: the published CIFAR-100 teachers (the `cifar_teachers.tar` archive
+released with mdistiller, the same weights as RepDistiller's: fetch, verify, resolve names to
+files), and the small `cpu`-scale teachers shipped in the repository (data/teachers/cpu/)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -11,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 from .models import CheckpointError, create_model, load_checkpoint
-from .paths import data_dir
+from .paths import REPO_ROOT, data_dir
 
 ARCHIVE_URL = (
     "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
 )
+SHIPPED_DIR = REPO_ROOT / "data" / "teachers" / "cpu"
 # archive member folder: cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth
 PUBLISHED = ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50")
 
@@ -93,3 +97,36 @@ def verify(arch: str, path: Path) -> None:
 
 def installed(root: Path | None = None) -> dict[str, Path]:
     return {a: published_path(a, root) for a in PUBLISHED if published_path(a, root).is_file()}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_manifest(root: Path = SHIPPED_DIR) -> dict:
+    """The manifest of the shipped teacher runs ({} when there is none): for each run folder
+    its architecture, test metrics, training config, library version and file checksums
+    (written by scripts/ship_cpu_teachers.py)."""
+    path = Path(root) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped_run(name: str, root: Path = SHIPPED_DIR) -> Path | None:
+    """The shipped run folder `name` (a `<arch>-ce-<config hash>` folder, as the notebooks'
+    run cache names it), its files verified against the manifest; None if not shipped."""
+    entry = shipped_manifest(root).get("runs", {}).get(name)
+    if entry is None:
+        return None
+    run_dir = Path(root) / name
+    for rel, expected in entry["files"].items():
+        path = run_dir / rel
+        if not path.is_file() or sha256(path) != expected:
+            raise RuntimeError(
+                f"shipped teacher file {path} is missing or does not match its sha256 in "
+                f"{Path(root) / 'manifest.json'}: restore it with `git checkout -- {path}`"
+            )
+    return run_dir

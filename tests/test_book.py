@@ -49,7 +49,7 @@ def test_presets_cover_the_notebook_and_smoke_is_its_default(path):
     declared = pm.inspect_notebook(str(path))
     presets = {scale: load_params(scale) for scale in SCALES}
     for name, info in declared.items():
-        if name in ("scale", "out_dir", "cache_dir", "live", "results_root"):
+        if name in ("scale", "out_dir", "cache_dir", "live", "results_root", "cpu_study"):
             continue  # set by the runner (or a path with a working default)
         for scale, values in presets.items():
             assert name in values, f"{name} missing from book/params/{scale}.yaml"

@@ -1,0 +1,60 @@
+"""The cpu-scale teachers shipped in data/teachers/cpu/: intact, small, found by the notebooks'
+run cache for the book's cpu parameters, and as accurate as their manifest says."""
+
+import shutil
+
+import pytest
+
+import dfpt_core.experiment
+import dfpt_core.notebook as nb
+from dfpt_core.book import load_params
+from dfpt_core.teachers import SHIPPED_DIR, shipped_manifest, shipped_run
+
+MANIFEST = shipped_manifest()
+CPU = load_params("cpu")
+
+
+def test_manifest_lists_intact_files_under_20_mib():
+    assert MANIFEST["runs"], "no shipped teachers"
+    for name, entry in MANIFEST["runs"].items():
+        assert shipped_run(name) == SHIPPED_DIR / name
+        assert entry["config"]["method"] == "ce" and entry["arch"] == entry["config"]["student"]
+        assert {"dfpt_core", "torch"} <= set(MANIFEST)
+    size = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
+    assert size < 20 * 2**20
+
+
+@pytest.mark.parametrize("arch", dict.fromkeys([CPU["teacher"], *CPU["gap_teachers"]]))
+def test_the_cpu_book_loads_its_teachers_instead_of_training(arch, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{arch} would be trained: no shipped run matches its config")
+
+    monkeypatch.setattr(dfpt_core.experiment, "run", refuse)
+    teacher = nb.teacher(arch, tmp_path, nb.preset_common(CPU), CPU["teacher_epochs"])
+    entry = MANIFEST["runs"][teacher.run.run_dir.name]
+    assert teacher.run.run_dir.parent == SHIPPED_DIR
+    assert teacher.metrics["student_top1"] == entry["test_top1"]
+    if arch == CPU["teacher"]:  # ESKD and RCO read the main teacher's trajectory
+        assert sorted(teacher.trajectory) == nb.route_epochs(CPU["teacher_epochs"])
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST.get("runs", {})))
+def test_shipped_weights_reproduce_their_recorded_accuracy(name):
+    entry = MANIFEST["runs"][name]
+    metrics = nb.evaluate_checkpoint(
+        entry["arch"], SHIPPED_DIR / name / "checkpoints" / "best.pt", nb.preset_common(CPU)
+    )
+    assert metrics["student_top1"] == pytest.approx(entry["test_top1"], abs=1e-6)
+    assert metrics["student_pt"] == pytest.approx(entry["test_pt"], abs=1e-4)
+
+
+def test_a_damaged_shipped_file_is_refused(tmp_path):
+    name = next(iter(MANIFEST["runs"]))
+    shutil.copytree(SHIPPED_DIR, tmp_path, dirs_exist_ok=True)
+    best = tmp_path / name / "checkpoints" / "best.pt"
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    best.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="sha256"):
+        shipped_run(name, root=tmp_path)
+    assert shipped_run("resnet8-ce-0000000000", root=tmp_path) is None
