@@ -124,7 +124,7 @@ def summarise(per_seed: dict[int, dict], teacher_top1: float) -> dict:
 def markdown(table: dict, teacher: str, teacher_top1: float, student: str) -> str:
     lines = [
         f"| method | top-1 % (mean ± std, 3 seeds) | gap to teacher ({teacher}, "
-        f"{teacher_top1:.2f} %) | gain over {student} alone | train s/run |",
+        f"{teacher_top1:.2f} %) | gain over {student} alone | s/run, 3 on 2 cores |",
         "|---|---|---|---|---|",
     ]
     for method, row in table.items():
