@@ -25,8 +25,7 @@ import yaml
 
 import dfpt_core
 import dfpt_core.notebook as nb
-from dfpt_core.methods import hyperparameters
-from dfpt_core.methods.dkd import DEFAULT_DKD_BETA, dkd_beta
+from dfpt_core.methods.dkd import dkd_recipe
 from dfpt_core.paths import BOOK_DIR, REPO_ROOT, runs_dir
 from dfpt_core.teachers import shipped_manifest
 from dfpt_core.train import NonFiniteLossError
@@ -45,14 +44,6 @@ def fitnet_unclipped(teacher: nb.Teacher, student: str, cache: Path, common: dic
         return {"diverged": str(e).split("; the last")[0]}
 
 
-def dkd_args(teacher: str, student: str, epochs: int) -> dict:
-    """DKD's published warm-up (20 of 240 epochs) scaled to the run, and its beta for the pair."""
-    args = {"warmup": max(1, round(hyperparameters("dkd")["warmup"] * epochs / 240))}
-    if dkd_beta(teacher, student) != DEFAULT_DKD_BETA:
-        args["beta"] = dkd_beta(teacher, student)
-    return args
-
-
 def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dict[str, dict]:
     """Every method for one seed: {method: best record of the run}, plus FitNet's published
     recipe without clipping ("fitnet_unclipped": its best record or how it diverged)."""
@@ -68,7 +59,7 @@ def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dic
         runs[method] = nb.distil(method, teacher, student, cache, common, epochs)
     runs["fitnet"] = nb.distil("fitnet", teacher, student, cache, clipped, epochs)
     runs["dkd"] = nb.distil(
-        "dkd", teacher, student, cache, common, epochs, **dkd_args(teacher.arch, student, epochs)
+        "dkd", teacher, student, cache, common, epochs, **dkd_recipe(teacher.arch, student, epochs)
     )
     assistant = nb.distil("kd", teacher, params["baselines_assistant"], cache, common, epochs)
     guided = dict(

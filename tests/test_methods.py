@@ -27,7 +27,7 @@ from dfpt_core.config import ConfigError, TrainConfig, make_config
 from dfpt_core.losses import dkd_loss, feature_kd_loss, kd_loss
 from dfpt_core.methods import create, hyperparameters, list_methods
 from dfpt_core.methods.assistants import takd_stage_configs
-from dfpt_core.methods.dkd import DKD_BETA, dkd_beta
+from dfpt_core.methods.dkd import DKD_BETA, dkd_beta, dkd_recipe
 from dfpt_core.methods.trajectory import equal_interval_switches
 from dfpt_core.models import Stages, create_model, save_checkpoint
 
@@ -355,6 +355,14 @@ def test_dkd_published_beta_per_pair(zoo):
     assert len(DKD_BETA) == 6
     assert hyperparameters("dkd")["beta"] == 8.0
     assert build("dkd", zoo, beta=dkd_beta("resnet56", "resnet20")).beta == 2.0
+
+
+def test_dkd_recipe_scales_the_warmup_and_keeps_only_non_defaults():
+    assert hyperparameters("dkd")["warmup"] == 20
+    assert dkd_recipe("resnet32x4", "resnet8x4", 240) == {}
+    assert dkd_recipe("resnet56", "resnet20", 240) == {"beta": 2.0}
+    assert dkd_recipe("resnet20", "resnet8", 4) == {"warmup": 1}  # 20/240 of 4 epochs, at least 1
+    assert dkd_recipe("vgg13", "vgg8", 24) == {"warmup": 2, "beta": 6.0}
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ DKD_BETA: dict[tuple[str, str], float] = {
 
 #: beta for every pair not in `DKD_BETA` (mdistiller `CFG.DKD.BETA`, the paper's CIFAR-100 value).
 DEFAULT_DKD_BETA = 8.0
+#: mdistiller's `CFG.DKD.WARMUP`: epochs of the published 240-epoch CIFAR-100 schedule
+DEFAULT_DKD_WARMUP = 20
+PUBLISHED_EPOCHS = 240
 
 
 def dkd_beta(teacher_name: str, student_name: str) -> float:
@@ -37,6 +40,20 @@ def dkd_beta(teacher_name: str, student_name: str) -> float:
     `dkd_beta("resnet56", "resnet20") == 2.0`; 8.0 for pairs without a tuned value. Use it in a
     config as `method_args: {beta: dkd_beta(teacher, student)}`."""
     return DKD_BETA.get((teacher_name, student_name), DEFAULT_DKD_BETA)
+
+
+def dkd_recipe(teacher_name: str, student_name: str, epochs: int) -> dict:
+    """DKD's arguments beyond its defaults for a run of `epochs` on a (teacher, student) pair:
+    the published warm-up (20 of 240 epochs) scaled to the run's length (at least 1 epoch), and
+    the pair's published beta (`dkd_beta`). Values equal to the defaults are left out, so a
+    240-epoch run of an untuned pair gets {}."""
+    args = {}
+    warmup = max(1, round(DEFAULT_DKD_WARMUP * epochs / PUBLISHED_EPOCHS))
+    if warmup != DEFAULT_DKD_WARMUP:
+        args["warmup"] = warmup
+    if dkd_beta(teacher_name, student_name) != DEFAULT_DKD_BETA:
+        args["beta"] = dkd_beta(teacher_name, student_name)
+    return args
 
 
 @register("dkd")
@@ -64,7 +81,7 @@ class DKD(Distiller):
         beta: float = DEFAULT_DKD_BETA,
         temperature: float = 4.0,
         ce_weight: float = 1.0,
-        warmup: int = 20,
+        warmup: int = DEFAULT_DKD_WARMUP,
     ):
         super().__init__(student, {"teacher": teacher})
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
