@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_BOOK := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
 	--nbval-sanitize-with book/sanitize.cfg
 
-.PHONY: install book test test-lib test-book lab bench lint format regen-book clean
+.PHONY: install data book test test-lib test-book lab bench lint format regen-book clean
 
 install: $(STAMP)
 
@@ -23,17 +23,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+## data: the real Fashion-MNIST (Debian's package as root with apt, else torchvision's download
+## into data/); instant when it is there
+data: install
+	@bash scripts/get_fashion_mnist.sh $(BIN)/python
+
 ## book: run every notebook headless with papermill at SCALE (smoke|cpu|full) into runs/book-SCALE/
-book: install
+book: data
 	$(BIN)/dfpt book --scale $(SCALE)
 
 ## test: lint, the library tests and the notebook regression tests (nbval)
-test: install lint test-lib test-book
+test: data lint test-lib test-book
 
-test-lib: install
-	$(BIN)/python -m pytest tests
+# Tests that need the real data fail (not skip) when it is absent: DFPT_REQUIRE_DATA=1.
+test-lib: data
+	DFPT_REQUIRE_DATA=1 $(BIN)/python -m pytest tests
 
-test-book: install
+test-book: data
 	DFPT_HEADLESS=1 $(BIN)/python -m pytest book $(PYTEST_BOOK)
 
 lint: install
@@ -45,7 +51,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 ## regen-book: re-execute the committed notebooks in place at smoke scale (their stored outputs)
-regen-book: install
+regen-book: data
 	$(BIN)/dfpt book --scale smoke --in-place
 
 ## lab: JupyterLab on the book

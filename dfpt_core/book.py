@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -13,6 +15,11 @@ import yaml
 from .paths import BOOK_DIR, runs_dir
 
 SCALES = ("smoke", "cpu", "full")
+
+
+def print_now(line: str) -> None:
+    """print, flushed (progress lines reach a pipe or a log as they happen)."""
+    print(line, flush=True)
 
 
 def list_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
@@ -52,6 +59,7 @@ def run_book(
     out_root: Path | None = None,
     in_place: bool = False,
     book_dir: Path = BOOK_DIR,
+    echo: Callable[[str], None] = print_now,
 ) -> Path:
     """Execute the notebooks with papermill into runs/book-<scale>/ and write index.html.
 
@@ -59,8 +67,10 @@ def run_book(
     (its own results folder), `cache_dir` (runs shared across notebooks) and `live=False`.
     With `in_place` (smoke only), the executed notebooks replace the committed ones with their
     own defaults (the smoke values; nothing injected), which is what nbval compares against.
-    Kernels run with DFPT_HEADLESS=1. Raises RuntimeError listing the notebooks that failed,
-    after running all of them.
+    Kernels run with DFPT_HEADLESS=1 and log errors only. Progress goes to `echo`: a line when
+    each notebook starts (with its time on the last run, when known) and ends (with an estimate
+    of what is left), then a table of times, the failures with the command that re-runs each,
+    and the index. Raises RuntimeError listing the notebooks that failed, after running all.
     """
     import papermill as pm  # heavy import, only needed here
 
@@ -70,8 +80,11 @@ def run_book(
     params = load_params(scale, book_dir)
     run_dir = Path(out_root or runs_dir()).resolve() / f"book-{scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    results, failures = [], []
-    for nb in select(list_notebooks(book_dir), only):
+    last = last_times(run_dir)
+    chosen = select(list_notebooks(book_dir), only)
+    echo(f"dfpt book: {len(chosen)} notebooks at {scale} scale -> {run_dir}")
+    results, begin = [], time.time()
+    for i, nb in enumerate(chosen, 1):
         out_dir = run_dir / nb.stem
         declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
         given = {
@@ -84,7 +97,10 @@ def run_book(
         target = nb if in_place else run_dir / nb.name
         if in_place:
             drop_injected_parameters(nb)
+        known = f" (last run {clock(last[nb.name])})" if nb.name in last else ""
+        echo(f"[{i}/{len(chosen)}] {nb.stem}: started{known}")
         start = time.time()
+        failure = None
         try:
             pm.execute_notebook(
                 str(nb),
@@ -92,28 +108,111 @@ def run_book(
                 kernel_name="python3",
                 cwd=str(book_dir),
                 parameters={} if in_place else {k: v for k, v in given.items() if k in declared},
-                log_output=True,
+                log_output=False,
                 progress_bar=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP warning per kernel
             )
-            status = "ok"
         except Exception as e:  # papermill raises PapermillExecutionError with the cell error
-            status = f"failed: {type(e).__name__}"
-            ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
-            failures.append(f"{nb.name}: {ename}: {evalue}")
+            failure = describe_failure(e)
+        seconds = time.time() - start
         results.append(
             {
                 "notebook": nb.name,
-                "status": status,
-                "seconds": time.time() - start,
-                "output": str(to_html(target, run_dir)),
+                "status": "ok" if failure is None else "failed",
+                "seconds": seconds,
+                "output": str(to_html(target, run_dir)) if target.is_file() else "",
                 "out_dir": str(out_dir),
+                **({"failure": failure} if failure else {}),
             }
         )
-    (run_dir / "book_run.json").write_text(json.dumps({"scale": scale, "runs": results}, indent=2))
-    write_index(run_dir, results, scale)
-    if failures:
-        raise RuntimeError("notebooks failed:\n  " + "\n  ".join(failures))
+        left = [last.get(n.name) for n in chosen[i:]]
+        estimate = (
+            f"; about {clock(sum(left))} left by the last run's times"
+            if left and None not in left
+            else ""
+        )
+        outcome = "ok" if failure is None else f"FAILED in cell {failure['cell']}"
+        echo(
+            f"[{i}/{len(chosen)}] {nb.stem}: {outcome} in {clock(seconds)}"
+            f" (elapsed {clock(time.time() - begin)}{estimate})"
+        )
+    record = {"scale": scale, "runs": merge_runs(run_dir, results)}
+    (run_dir / "book_run.json").write_text(json.dumps(record, indent=2))
+    index = write_index(run_dir, record["runs"], scale)
+    echo(summary(results, last, scale, index))
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(results)} notebooks failed (see above)")
     return run_dir
+
+
+def clock(seconds: float) -> str:
+    """`42 s` or `3 min 05 s`."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def last_times(run_dir: Path) -> dict[str, float]:
+    """Seconds each notebook took on its last successful run in `run_dir` (book_run.json)."""
+    try:
+        runs = json.loads((run_dir / "book_run.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {r["notebook"]: r["seconds"] for r in runs if r.get("status") == "ok"}
+
+
+def merge_runs(run_dir: Path, results: list[dict]) -> list[dict]:
+    """This run's rows, plus the earlier rows of notebooks it did not run (`--only`)."""
+    try:
+        earlier = json.loads((run_dir / "book_run.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = []
+    ran = {r["notebook"] for r in results}
+    rows = [r for r in earlier if r.get("notebook") not in ran] + results
+    return sorted(rows, key=lambda r: r["notebook"])
+
+
+def describe_failure(error: Exception) -> dict:
+    """Where and why a notebook failed: the cell (execution count, else index), the error."""
+    count = getattr(error, "exec_count", None)
+    index = getattr(error, "cell_index", None)
+    cell = count if count is not None else (index if index is not None else "?")
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    return {"cell": cell, "error": f"{ename}: {evalue}".strip()}
+
+
+def program() -> str:
+    """How this command was invoked (`.venv/bin/dfpt` under `make book`), for re-run hints."""
+    exe = Path(sys.argv[0])
+    if exe.name != "dfpt":
+        return "dfpt"
+    try:
+        return str(exe.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
+def summary(results: list[dict], last: dict[str, float], scale: str, index: Path) -> str:
+    """The closing report: a table of times, each failure with its re-run command, the index."""
+    width = max(len(Path(r["notebook"]).stem) for r in results)
+    lines = ["", f"{'notebook':<{width}}  status  {'time':>12}  {'last run':>12}"]
+    for r in results:
+        before = clock(last[r["notebook"]]) if r["notebook"] in last else "-"
+        name = Path(r["notebook"]).stem
+        lines.append(f"{name:<{width}}  {r['status']:<6}  {clock(r['seconds']):>12}  {before:>12}")
+    lines.append(f"{'total':<{width}}  {'':<6}  {clock(sum(r['seconds'] for r in results)):>12}")
+    for r in results:
+        if "failure" in r:
+            stem = Path(r["notebook"]).stem
+            f = r["failure"]
+            lines += [
+                f"FAILED {stem}, cell {f['cell']}: {f['error']}",
+                f"  executed notebook: {r['output'] or 'not written'}",
+                f"  re-run just this one: {program()} book --scale {scale} --only {stem[:2]}",
+            ]
+    lines.append(f"index: {index}")
+    return "\n".join(lines)
 
 
 def drop_injected_parameters(path: Path) -> None:
@@ -146,9 +245,11 @@ def write_index(run_dir: Path, results: list[dict], scale: str) -> Path:
         links = " ".join(
             f'<a href="{html.escape(os.path.relpath(f, run_dir))}">{f.name}</a>' for f in figs
         )
-        nb_link = html.escape(os.path.relpath(r["output"], run_dir))
+        name = html.escape(r["notebook"])
+        if r["output"]:
+            name = f'<a href="{html.escape(os.path.relpath(r["output"], run_dir))}">{name}</a>'
         rows.append(
-            f'<tr><td><a href="{nb_link}">{html.escape(r["notebook"])}</a></td>'
+            f"<tr><td>{name}</td>"
             f"<td>{html.escape(r['status'])}</td><td>{r['seconds']:.0f} s</td>"
             f"<td>{links}</td></tr>"
         )

@@ -58,8 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     from .book import run_book
 
-    run_dir = run_book(args.scale, only=args.only, in_place=args.in_place)
-    print(f"book at {args.scale} scale: {run_dir / 'index.html'}")
+    run_book(args.scale, only=args.only, in_place=args.in_place)  # prints its own report
     return 0
 
 

@@ -5,13 +5,15 @@ execution counts, regression cells, and presets that cover every notebook parame
 from __future__ import annotations
 
 import ast
+import json
+import re
 
 import nbformat
 import papermill as pm
 import pytest
 import yaml
 
-from dfpt_core.book import SCALES, list_notebooks, load_params, select
+from dfpt_core.book import SCALES, list_notebooks, load_params, run_book, select
 
 NOTEBOOKS = list_notebooks()
 REQUIRED = ("scale", "out_dir", "live", "seed")
@@ -67,3 +69,44 @@ def test_presets_parse_and_differ_where_they_should():
         load_params("huge")
     for scale in SCALES:
         assert yaml.safe_load(yaml.safe_dump(load_params(scale))) == load_params(scale)
+
+
+def _notebook(path, source):
+    """A two-cell notebook: a `parameters` cell and `source`."""
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec})
+    params = nbformat.v4.new_code_cell('scale = "smoke"\nout_dir = "."\nseed = 0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+
+
+def test_run_book_reports_progress_failures_and_estimates(tmp_path, capfd):
+    book = tmp_path / "book"
+    (book / "params").mkdir(parents=True)
+    (book / "params" / "smoke.yaml").write_text("seed: 3\n")
+    _notebook(book / "00_fine.ipynb", "assert seed == 3")
+    _notebook(book / "01_broken.ipynb", "raise ValueError('broken on purpose')")
+    runs = tmp_path / "runs"
+    lines = []
+    with pytest.raises(RuntimeError, match="1 of 2 notebooks failed"):
+        run_book("smoke", out_root=runs, book_dir=book, echo=lines.append)
+    text = "\n".join(lines)
+    assert lines[1] == "[1/2] 00_fine: started" and lines[2].startswith("[1/2] 00_fine: ok in ")
+    assert re.search(r"\[2/2\] 01_broken: FAILED in cell \d+ in \d+ s \(elapsed", text)
+    assert "ValueError: broken on purpose" in text
+    assert "re-run just this one: dfpt book --scale smoke --only 01" in text
+    assert text.endswith(f"index: {runs / 'book-smoke' / 'index.html'}")
+    assert (runs / "book-smoke" / "index.html").is_file()
+    assert "without encryption" not in capfd.readouterr().err  # kernels log errors only
+    # the next run knows the last one's times: the start line and the estimate of what is left
+    _notebook(book / "01_broken.ipynb", "pass")
+    lines.clear()
+    run_book("smoke", out_root=runs, book_dir=book, echo=lines.append)
+    assert re.fullmatch(r"\[1/2\] 00_fine: started \(last run \d+ s\)", lines[1])
+    assert re.search(r"ok in \d+ s \(elapsed \d+ s\)$", lines[2])  # 01 has no time yet
+    lines.clear()
+    run_book("smoke", out_root=runs, book_dir=book, echo=lines.append)
+    assert re.search(r"\(elapsed \d+ s; about \d+ s left by the last run's times\)$", lines[2])
+    record = json.loads((runs / "book-smoke" / "book_run.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["ok", "ok"]

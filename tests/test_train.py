@@ -91,9 +91,10 @@ def test_run_records_and_learning(tmp_path, fmnist_root):
     assert metrics["best"]["student_top1"] == max(h["student_top1"] for h in trainer.history)
     lines = (rd / "history.csv").read_text().splitlines()
     assert len(lines) == 4 and "student_top1" in lines[0]
-    # it learns on real data: well above chance (10 %) and the loss falls
-    assert trainer.history[-1]["student_top1"] > 40
-    assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
+    # it learns: the training loss falls epoch over epoch (256 images are too few for a test
+    # accuracy bound that holds on every CPU)
+    losses = [h["loss"] for h in trainer.history]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0]
     # multi-step schedule: x0.1 from epoch 2 on (milestone 2, 1-based)
     assert [round(h["lr"], 6) for h in trainer.history] == [0.05, 0.005, 0.005]
     best = read_checkpoint(rd / "checkpoints" / "best.pt")
@@ -220,58 +221,55 @@ def test_cosine_and_warmup_schedule():
 
 
 def test_bf16_autocast_on_cpu_and_channels_last(tmp_path, fmnist_root, teacher_ckpt):
+    """Training really runs under bf16 autocast in channels_last (the student's convolutions
+    compute in bf16 on channels_last tensors, its weights stay fp32), and its loss trajectory
+    follows the fp32 run of the same seed."""
+    kd = dict(method="kd", teacher="resnet8", teacher_checkpoint=str(teacher_ckpt), epochs=2)
+    cfg = tiny(tmp_path, fmnist_root, name="bf16", amp="bf16", channels_last=True, **kd)
+    distiller, train_loader, test_loader, device, _ = build(cfg)
+    seen = []
+
+    def record(module, inputs, output):
+        if module.training:
+            seen.append((output.dtype, output.is_contiguous(memory_format=torch.channels_last)))
+
+    distiller.student.conv1.register_forward_hook(record)
+    bf16 = Trainer(distiller, train_loader, test_loader, cfg, device=device)
+    bf16.fit()
+    assert len(seen) == 2 * len(train_loader)  # every training step went through the hook
+    assert set(seen) == {(torch.bfloat16, True)}
+    assert all(p.dtype == torch.float32 for p in distiller.student.parameters())
+    fp32 = run(tiny(tmp_path, fmnist_root, name="fp32", **kd))
+    losses = [h["loss"] for h in bf16.history]
+    assert losses == pytest.approx([h["loss"] for h in fp32.history], rel=0.05)
+
+
+def test_gradient_clipping_covers_extra_groups(tmp_path, fmnist_root, teacher_ckpt):
+    """FitNet's regressor (an extra parameter group) is clipped together with the student: the
+    norm over every trainable parameter of the distiller stays under the bound."""
     cfg = tiny(
         tmp_path,
         fmnist_root,
-        name="bf16",
-        method="kd",
+        name="clip",
+        method="fitnet",
         teacher="resnet8",
         teacher_checkpoint=str(teacher_ckpt),
-        amp="bf16",
-        channels_last=True,
-        epochs=2,
+        clip_grad_norm=1e-3,
+        epochs=1,
     )
-    trainer = run(cfg)
-    seen = {}
-
-    def record_dtype(module, inputs, output):
-        seen["dtype"] = output.dtype
-
-    hook = trainer.distiller.student.conv1.register_forward_hook(record_dtype)
-    from dfpt_core.train import autocast_context
-
-    with autocast_context(torch.device("cpu"), "bf16"):
-        trainer.distiller.student(torch.zeros(2, 1, 32, 32))
-    hook.remove()
-    assert seen["dtype"] == torch.bfloat16  # the autocast path is really taken
-    assert all(p.dtype == torch.float32 for p in trainer.distiller.student.parameters())
-    fp32 = run(
-        tiny(
-            tmp_path,
-            fmnist_root,
-            name="fp32",
-            method="kd",
-            teacher="resnet8",
-            teacher_checkpoint=str(teacher_ckpt),
-            epochs=2,
-        )
-    )
-    # same data, same init: bf16 training follows the fp32 run closely, and learns
-    assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
-    assert trainer.history[-1]["loss"] == pytest.approx(fp32.history[-1]["loss"], rel=0.1)
-    assert trainer.history[-1]["student_top1"] > 20
-
-
-def test_gradient_clipping_covers_extra_groups(tmp_path, fmnist_root):
-    cfg = tiny(tmp_path, fmnist_root, name="clip", clip_grad_norm=1e-3, epochs=1)
     distiller, train_loader, test_loader, _, _ = build(cfg)
-    norms = []
+    extra = distiller.extra_parameters()
+    assert extra, "fitnet must have an extra group for this test to mean anything"
+    trainable = [p for p in distiller.parameters() if p.requires_grad]
+    clipped, norms = [], []
     real = torch.nn.utils.clip_grad_norm_
 
     def spy(params, max_norm, *a, **k):
         params = list(params)
+        clipped.append({id(p) for p in params})
         total = real(params, max_norm, *a, **k)
-        norms.append(torch.norm(torch.stack([p.grad.norm() for p in params])).item())
+        grads = [p.grad.norm() for p in trainable if p.grad is not None]
+        norms.append(torch.norm(torch.stack(grads)).item())
         return total
 
     trainer = Trainer(distiller, train_loader, test_loader, cfg)
@@ -280,7 +278,9 @@ def test_gradient_clipping_covers_extra_groups(tmp_path, fmnist_root):
         trainer.fit()
     finally:
         torch.nn.utils.clip_grad_norm_ = real
-    assert norms and max(norms) <= 1e-3 * 1.001
+    assert len(clipped) == len(train_loader)
+    assert all({id(p) for p in extra} <= ids for ids in clipped)
+    assert max(norms) <= 1e-3 * 1.001
 
 
 def test_teacher_frozen_and_eval_throughout(tmp_path, fmnist_root, teacher_ckpt):
