@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[book,dev]'
 	touch $@
 
 ## data: the real Fashion-MNIST (Debian's package as root with apt, else torchvision's download
@@ -60,7 +60,7 @@ lab: install
 
 ## bench: speed and memory benchmarks into runs/bench/bench.json (BENCH_ARGS=--quick: smoke run)
 bench: install
-	$(BIN)/dfpt bench $(BENCH_ARGS)
+	$(BIN)/python bench/runner.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

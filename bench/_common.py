@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from _naive import NAIVE, naive_dfpt_kd
+from runner import environment
 from torch import nn
 
-from dfpt_core.bench import environment
 from dfpt_core.methods import create, hyperparameters
 from dfpt_core.models import create_model
 

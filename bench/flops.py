@@ -5,7 +5,7 @@ is 2 FLOPs; convolutions and matrix products only, as the counter counts)."""
 from _common import ENTRANTS, PAIRS, batch, build, pair_settings, parse_args, train_step, write
 from torch.utils.flop_counter import FlopCounterMode
 
-from dfpt_core.runtime import resolve_device
+from dfpt_core.engine.runtime import resolve_device
 
 
 def step_flops(step) -> int:

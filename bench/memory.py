@@ -21,7 +21,7 @@ from _common import (
     write,
 )
 
-from dfpt_core.runtime import resolve_device
+from dfpt_core.engine.runtime import resolve_device
 
 PROC = Path("/proc/self")
 

@@ -15,7 +15,7 @@ from _common import (
     write,
 )
 
-from dfpt_core.runtime import resolve_device
+from dfpt_core.engine.runtime import resolve_device
 
 
 def main():

@@ -1,4 +1,7 @@
-"""The `dfpt` command line: train, eval, book, bench, teachers."""
+"""The `dfpt` command line: train, eval, teachers, and (with the `[book]` extra) book.
+
+The top layer: it drives the core (run/, engine/) and, for `book` and the training curves of
+`train`, the workbook layer when it is installed."""
 
 from __future__ import annotations
 
@@ -7,13 +10,20 @@ import json
 import sys
 from pathlib import Path
 
+from .run.recipes import SCALES
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .experiment import run
+    from .run.build import run
+    from .run.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # validated before any work
-    trainer = run(cfg, resume=args.resume, progress=sys.stderr.isatty() and cfg.progress)
+    trainer = run(
+        cfg,
+        resume=args.resume,
+        callbacks=curves_writer(cfg),
+        progress=sys.stderr.isatty() and cfg.progress,
+    )
     if trainer.is_main:
         print(
             json.dumps(
@@ -28,8 +38,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def curves_writer(cfg) -> list:
+    """The workbook's dashboard in headless mode (it writes curves.html into the run folder),
+    when the `[book]` extra (plotly) is installed; nothing otherwise."""
+    try:
+        from .workbook.viz import Dashboard
+    except ImportError:
+        return []
+    return [Dashboard(live=False, title=f"{cfg.name}: {cfg.method}", display=False)]
+
+
+def workbook_book():
+    """The workbook's book runner; a clear error when the `[book]` extra is not installed."""
+    try:
+        from .workbook import book
+    except ImportError as e:
+        raise RuntimeError(
+            f"`dfpt book` needs the workbook layer ({e.name} is missing): "
+            "pip install -e '.[book]' (the Makefile installs it)"
+        ) from e
+    return book
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .experiment import evaluate_checkpoint
+    from .run.build import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.model,
@@ -56,23 +88,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from .book import run_book
-
-    run_book(args.scale, only=args.only, in_place=args.in_place)  # prints its own report
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, run_benchmarks
-
-    path = run_benchmarks(args.out, only=args.only, quick=args.quick)
-    print(format_table(json.loads(path.read_text())))
-    print(f"\nwritten to {path}")
+    # prints its own progress and report
+    workbook_book().run_book(args.scale, only=args.only, in_place=args.in_place)
     return 0
 
 
 def cmd_teachers(args: argparse.Namespace) -> int:
-    from . import teachers
+    from .run import weights as teachers
 
     if args.action == "fetch":
         found = teachers.fetch(args.url)
@@ -113,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     book = sub.add_parser("book", help="run the notebooks headless with papermill")
-    book.add_argument("--scale", choices=("smoke", "cpu", "full"), default="cpu")
+    book.add_argument("--scale", choices=SCALES, default="cpu")
     book.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names")
     book.add_argument(
         "--in-place",
@@ -121,12 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="overwrite the committed notebooks (regenerates their outputs)",
     )
     book.set_defaults(func=cmd_book)
-
-    bench = sub.add_parser("bench", help="speed and memory benchmarks (JSON)")
-    bench.add_argument("--out", type=Path, default=None, help="output folder (runs/bench)")
-    bench.add_argument("--only", nargs="+", help="benchmark names")
-    bench.add_argument("--quick", action="store_true", help="smoke run: batch 4, fewer repetitions")
-    bench.set_defaults(func=cmd_bench)
 
     teach = sub.add_parser("teachers", help="the published CIFAR-100 teacher checkpoints")
     teach.add_argument("action", choices=("fetch", "list"))
@@ -138,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "url", "") is None:
-        from .teachers import ARCHIVE_URL
+        from .run.weights import ARCHIVE_URL
 
         args.url = ARCHIVE_URL
     try:

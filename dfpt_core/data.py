@@ -32,8 +32,6 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import functional as TF
 
-from .paths import data_dir
-
 __all__ = [
     "CIFAR10",
     "CIFAR100",
@@ -125,8 +123,14 @@ def dataset_info(name: str) -> DatasetInfo:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_INFOS)}") from None
 
 
+def data_dir() -> Path:
+    """Where datasets (and fetched teacher checkpoints) live: $DFPT_DATA_DIR, else `./data`
+    (the workbook points it at its checkout's data/)."""
+    return Path(os.environ.get("DFPT_DATA_DIR", "data")).expanduser()
+
+
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: `root`, else $DFPT_DATA_DIR, else the repository's `data/`."""
+    """The data folder: `root`, else `data_dir()`."""
     return Path(root).expanduser() if root is not None else data_dir()
 
 

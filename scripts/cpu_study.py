@@ -24,11 +24,11 @@ import torch
 import yaml
 
 import dfpt_core
-import dfpt_core.notebook as nb
+import dfpt_core.workbook as nb
+from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.methods.dkd import dkd_recipe
-from dfpt_core.paths import BOOK_DIR, REPO_ROOT, runs_dir
-from dfpt_core.teachers import shipped_manifest
-from dfpt_core.train import NonFiniteLossError
+from dfpt_core.workbook.cache import shipped_manifest
+from dfpt_core.workbook.checkout import BOOK_DIR, REPO_ROOT, runs_dir
 
 SEEDS = (0, 1, 2)
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "dfpt_kd", "dfpt_kdt")

@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import dfpt_core.notebook as nb
-from dfpt_core.book import list_notebooks, load_params
+import dfpt_core.workbook as nb
+from dfpt_core.workbook.book import list_notebooks, load_params
 
 METHODS = ("ce", "kd", "dfpt_kd")
 TIMING = ("seconds", "time", "elapsed", "wall", "per_s", "_ms", "versions", "dir", "path")

@@ -24,9 +24,9 @@ import torch
 import yaml
 
 import dfpt_core
-import dfpt_core.notebook as nb
-from dfpt_core.paths import BOOK_DIR, runs_dir
-from dfpt_core.teachers import SHIPPED_DIR, sha256
+import dfpt_core.workbook as nb
+from dfpt_core.workbook.cache import sha256
+from dfpt_core.workbook.checkout import BOOK_DIR, SHIPPED_DIR, runs_dir
 
 RECORDS = ("config.yaml", "metrics.json", "history.csv")
 

@@ -1,5 +1,5 @@
 """The benchmark suite: the naive DFPT-KD reference computes what the library's DFPT-KD computes
-(so timing one against the other is fair), and `dfpt bench --quick` writes bench.json in the
+(so timing one against the other is fair), and `bench/runner.py --quick` writes bench.json in the
 documented schema (bench/README.md)."""
 
 from __future__ import annotations
@@ -7,23 +7,25 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from dfpt_core.bench import BENCH_DIR, LOADER_TARGET, OVERHEAD_TARGET, format_table
-from dfpt_core.cli import main
-
 CPU = torch.device("cpu")
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture
 def bench(monkeypatch):
-    """bench/_common.py and bench/_naive.py (the scripts import each other by bare name)."""
+    """bench/_common.py, bench/_naive.py and bench/runner.py (the scripts import each other by
+    bare name)."""
     monkeypatch.syspath_prepend(str(BENCH_DIR))
     return SimpleNamespace(
-        common=importlib.import_module("_common"), naive=importlib.import_module("_naive")
+        common=importlib.import_module("_common"),
+        naive=importlib.import_module("_naive"),
+        runner=importlib.import_module("runner"),
     )
 
 
@@ -61,10 +63,10 @@ def _close(value: float, expected: float) -> bool:
 @pytest.mark.slow
 def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a smoke run: never oversubscribe a busy machine
-    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert bench.runner.main(["--quick", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     table = capsys.readouterr().out
-    assert table.startswith(format_table(report))
+    assert table.startswith(bench.runner.format_table(report))
 
     assert report["schema_version"] == 1 and report["quick"] is True
     assert {"torch", "threads", "device", "date"} <= set(report["environment"])
@@ -86,8 +88,8 @@ def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
         assert _close(o["time_ratio"], ours["step_ms"] / kd["step_ms"])
         assert _close(o["flop_ratio"], ours["flops"] / kd["flops"])
         assert _close(o["time_per_flop_ratio"], o["time_ratio"] / o["flop_ratio"])
-        inside = o["time_per_flop_ratio"] <= OVERHEAD_TARGET
-        assert o["target"] == OVERHEAD_TARGET and o["pass"] is inside
+        inside = o["time_per_flop_ratio"] <= bench.runner.OVERHEAD_TARGET
+        assert o["target"] == bench.runner.OVERHEAD_TARGET and o["pass"] is inside
         s = pair["naive_speedup"]
         assert _close(s["time_ratio"], naive["step_ms"] / ours["step_ms"])
         assert _close(s["flop_ratio"], naive["flops"] / ours["flops"])
@@ -98,4 +100,5 @@ def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
     lo = report["loader"]
     assert lo["fast_images_per_s"] > 0 and lo["torchvision_images_per_s"] > 0
     assert _close(lo["ratio"], lo["fast_images_per_s"] / lo["torchvision_images_per_s"])
-    assert lo["target"] == LOADER_TARGET and lo["pass"] is (lo["ratio"] >= LOADER_TARGET)
+    target = bench.runner.LOADER_TARGET
+    assert lo["target"] == target and lo["pass"] is (lo["ratio"] >= target)

@@ -13,7 +13,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from dfpt_core.book import SCALES, list_notebooks, load_params, run_book, select
+from dfpt_core.workbook.book import SCALES, list_notebooks, load_params, run_book, select
 
 NOTEBOOKS = list_notebooks()
 REQUIRED = ("scale", "out_dir", "live", "seed")

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from dfpt_core import teachers
 from dfpt_core.cli import main
 from dfpt_core.models import create_model, load_checkpoint
+from dfpt_core.run import weights as teachers
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +56,8 @@ def test_train_a_teacher_then_distil_then_eval(tmp_path, fmnist_root, capsys):
     out = json.loads(capsys.readouterr().out)
     ckpt = tmp_path / "runs" / "teacher" / "checkpoints" / "best.pt"
     assert out["run_dir"].endswith("teacher") and ckpt.is_file()
+    # with the workbook installed, the command line also draws the training curves
+    assert (tmp_path / "runs" / "teacher" / "curves.html").is_file()
 
     student_cfg = write_config(
         tmp_path / "kd.yaml",

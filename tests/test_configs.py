@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dfpt_core.config import ConfigError, load_config, read_yaml
 from dfpt_core.data import dataset_info
 from dfpt_core.methods.dkd import dkd_beta
-from dfpt_core.teachers import PUBLISHED
+from dfpt_core.run.config import ConfigError, load_config, read_yaml
+from dfpt_core.run.weights import PUBLISHED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

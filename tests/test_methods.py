@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from dfpt_core import data
-from dfpt_core.config import ConfigError, TrainConfig, make_config
 from dfpt_core.losses import dkd_loss, feature_kd_loss, kd_loss
 from dfpt_core.methods import create, hyperparameters, list_methods
-from dfpt_core.methods.assistants import takd_stage_configs
 from dfpt_core.methods.dkd import DKD_BETA, dkd_beta, dkd_recipe
 from dfpt_core.methods.trajectory import equal_interval_switches
 from dfpt_core.models import Stages, create_model, save_checkpoint
+from dfpt_core.run.config import ConfigError, TrainConfig, make_config
+from dfpt_core.run.recipes import takd_stage_configs
 
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "eskd", "rco", "dfpt_kd", "dfpt_kdt")
 SIZE = 16  # images are pooled 32x32 -> 16x16
@@ -481,8 +481,8 @@ def restore_determinism():
 
 
 def test_takd_stage_configs_run_end_to_end(zoo, fmnist_root, tmp_path, restore_determinism):
-    from dfpt_core.experiment import build as build_run
-    from dfpt_core.experiment import run
+    from dfpt_core.run.build import build as build_run
+    from dfpt_core.run.build import run
 
     teacher_ckpt = save_checkpoint({"model": zoo.teacher.state_dict()}, tmp_path / "teacher.pt")
     base = TrainConfig(

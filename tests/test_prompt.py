@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfpt_core import data
-from dfpt_core.config import make_config
+from dfpt_core.engine.metrics import evaluate
+from dfpt_core.engine.trainer import Trainer
 from dfpt_core.losses import kd_loss
 from dfpt_core.methods import create
-from dfpt_core.metrics import evaluate
 from dfpt_core.models import (
     MissingStageSpecError,
     Stages,
@@ -43,7 +43,7 @@ from dfpt_core.models import (
 )
 from dfpt_core.models.stages import flatten, global_avg_pool, relu
 from dfpt_core.prompt import DualPathTeacher, FusionBlock, MultiScalePartialConv, PromptBlock
-from dfpt_core.train import Trainer
+from dfpt_core.run.config import make_config
 
 ZOO = (
     "resnet8",

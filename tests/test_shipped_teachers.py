@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
-import dfpt_core.experiment
-import dfpt_core.notebook as nb
-from dfpt_core.book import load_params
-from dfpt_core.teachers import SHIPPED_DIR, shipped_manifest, shipped_run
+import dfpt_core.run.build
+import dfpt_core.workbook as nb
+from dfpt_core.workbook.book import load_params
+from dfpt_core.workbook.cache import shipped_manifest, shipped_run
+from dfpt_core.workbook.checkout import SHIPPED_DIR
 
 MANIFEST = shipped_manifest()
 CPU = load_params("cpu")
@@ -29,7 +30,7 @@ def test_the_cpu_book_loads_its_teachers_instead_of_training(arch, tmp_path, mon
     def refuse(*args, **kwargs):
         raise AssertionError(f"{arch} would be trained: no shipped run matches its config")
 
-    monkeypatch.setattr(dfpt_core.experiment, "run", refuse)
+    monkeypatch.setattr(dfpt_core.run.build, "run", refuse)
     teacher = nb.teacher(arch, tmp_path, nb.preset_common(CPU), CPU["teacher_epochs"])
     entry = MANIFEST["runs"][teacher.run.run_dir.name]
     assert teacher.run.run_dir.parent == SHIPPED_DIR

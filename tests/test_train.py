@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from dfpt_core.config import make_config
-from dfpt_core.experiment import build, run
+from dfpt_core.engine.trainer import NonFiniteLossError, Trainer, lr_factor
 from dfpt_core.methods import Distiller
 from dfpt_core.models import read_checkpoint
-from dfpt_core.train import NonFiniteLossError, Trainer, lr_factor
+from dfpt_core.run.build import build, run
+from dfpt_core.run.config import make_config
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_KEYS = ("seconds",)
@@ -74,11 +74,11 @@ def teacher_ckpt(tmp_path_factory, fmnist_root):
 def test_run_records_and_learning(tmp_path, fmnist_root):
     trainer = run(tiny(tmp_path, fmnist_root, keep_checkpoints=[1, 2]))
     rd = trainer.run_dir
+    assert not (rd / "curves.html").exists()  # figures are the workbook's, passed in as callbacks
     for name in (
         "config.yaml",
         "metrics.json",
         "history.csv",
-        "curves.html",
         "checkpoints/last.pt",
         "checkpoints/best.pt",
     ):
@@ -366,8 +366,8 @@ def test_ddp_two_processes_gloo_agree(tmp_path, fmnist_root, teacher_ckpt):
 
 
 def test_student_checkpoint_finetunes_with_a_fresh_classifier(tmp_path):
-    from dfpt_core.experiment import load_network
     from dfpt_core.models import create_model, save_checkpoint
+    from dfpt_core.run.weights import load_network
 
     source = create_model("resnet8", num_classes=100)
     save_checkpoint({"model": source.state_dict()}, tmp_path / "c100.pt")
@@ -385,7 +385,7 @@ def test_student_checkpoint_finetunes_with_a_fresh_classifier(tmp_path):
 def test_torchvision_weights_fill_a_tv_model(monkeypatch):
     from torchvision import models as tvm
 
-    from dfpt_core.experiment import load_network
+    from dfpt_core.run.weights import load_network
 
     reference = tvm.resnet18(weights=None)
     monkeypatch.setattr(

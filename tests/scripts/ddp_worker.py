@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from dfpt_core.config import make_config
-from dfpt_core.experiment import run
+from dfpt_core.run.build import run
+from dfpt_core.run.config import make_config
 
 
 def main(out: str, teacher_ckpt: str, data_root: str) -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .paths import BOOK_DIR, runs_dir
-
-SCALES = ("smoke", "cpu", "full")
+from ..run.recipes import SCALES
+from .checkout import BOOK_DIR, runs_dir
 
 
 def print_now(line: str) -> None:

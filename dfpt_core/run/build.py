@@ -1,71 +1,18 @@
-"""From a TrainConfig to a finished run: data, models, checkpoints, method, trainer."""
+"""From a TrainConfig to a finished run: data, networks (with their weights), method, trainer."""
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
 
-import torch
-
+from ..data import dataset_info, make_loader
+from ..engine.metrics import evaluate
+from ..engine.runtime import init_distributed, resolve_device, seed_everything
+from ..engine.trainer import Trainer
+from ..methods import create, method_class
+from ..models import create_model
 from .config import TrainConfig
-from .data import dataset_info, make_loader
-from .methods import create, method_class
-from .metrics import evaluate
-from .models import create_model, read_checkpoint
-from .models.checkpoint import extract_state_dict, load_state
-from .runtime import init_distributed, resolve_device, seed_everything
-from .teachers import resolve_checkpoint
-from .train import Trainer
-from .viz import Dashboard
-
-
-def torchvision_weights(arch: str) -> dict:
-    """torchvision's default ImageNet weights for a `tv_*` zoo model (downloaded by torchvision
-    into its cache on first use)."""
-    from torchvision import models as tvm
-
-    name = arch.removeprefix("tv_")
-    enum = {m.lower(): m for m in dir(tvm) if m.endswith("_Weights")}.get(f"{name}_weights")
-    if not arch.startswith("tv_") or enum is None:
-        raise ValueError(f"torchvision weights exist only for tv_* models, not {arch!r}")
-    return getattr(tvm, enum).DEFAULT.get_state_dict(progress=False)
-
-
-def checkpoint_state(arch: str, spec: str | None, role: str) -> dict:
-    """The state dict a checkpoint spec names: "torchvision" (ImageNet weights of a tv_*
-    model), None / "published" (the published CIFAR-100 teacher) or a file path."""
-    if spec == "torchvision":
-        return torchvision_weights(arch)
-    try:
-        path = resolve_checkpoint(spec, arch)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{role}: {e}") from e
-    return extract_state_dict(read_checkpoint(path), str(path))
-
-
-def load_network(
-    arch: str,
-    spec: str | None,
-    num_classes: int,
-    in_chans: int,
-    role: str,
-    finetune: bool = False,
-    **model_args,
-) -> torch.nn.Module:
-    """A zoo network with the weights `spec` names (see `checkpoint_state`). A missing
-    checkpoint is an error, never a random network. With `finetune`, a final classifier of
-    another size (e.g. ImageNet's 1000 classes) keeps its fresh initialisation; every other
-    weight must fit."""
-    model = create_model(arch, num_classes=num_classes, in_chans=in_chans, **model_args)
-    state = checkpoint_state(arch, spec, role)
-    if finetune:
-        classifier = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
-        own = model.state_dict()
-        for key in (f"{classifier}.weight", f"{classifier}.bias"):
-            if key in state and key in own and state[key].shape != own[key].shape:
-                state[key] = own[key]
-    load_state(model, state, f"{role} checkpoint {spec}")
-    return model
+from .weights import load_network
 
 
 def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
@@ -157,21 +104,21 @@ def build(cfg: TrainConfig):
 def run(
     cfg: TrainConfig,
     resume: bool = False,
-    live: bool = False,
     callbacks=(),
     progress: bool | None = None,
 ) -> Trainer:
-    """Train `cfg` into `<out_dir>/<name>/` and return the finished Trainer."""
+    """Train `cfg` into `<out_dir>/<name>/` and return the finished Trainer. `callbacks` are
+    Trainer callbacks (on_train_start / on_epoch_end / on_train_end), e.g. the workbook's
+    live dashboard."""
     distiller, train_loader, test_loader, device, dist = build(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
-    dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
     trainer = Trainer(
         distiller,
         train_loader,
         test_loader,
         cfg,
         run_dir=run_dir,
-        callbacks=[dashboard, *callbacks],
+        callbacks=list(callbacks),
         dist=dist,
         device=device,
         progress=progress,

@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -25,9 +26,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+if TYPE_CHECKING:  # annotations only: the engine does not import the run layer
+    from ..run.config import TrainConfig
+
+from ..models.checkpoint import read_checkpoint, save_checkpoint
 from .metrics import evaluate
-from .models.checkpoint import read_checkpoint, save_checkpoint
 from .runtime import DistInfo, device_name, rng_state, set_rng_state, versions
 
 

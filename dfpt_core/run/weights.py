@@ -1,11 +1,9 @@
-"""Teacher checkpoints: the published CIFAR-100 teachers (the `cifar_teachers.tar` archive
-released with mdistiller, the same weights as RepDistiller's: fetch, verify, resolve names to
-files), and the small `cpu`-scale teachers shipped in the repository (data/teachers/cpu/)."""
+"""Network weights for a run: checkpoint specs resolved to state dicts (a file, torchvision's
+ImageNet weights, or the published CIFAR-100 teachers: the `cifar_teachers.tar` archive released
+with mdistiller, the same weights as RepDistiller's, fetched, verified and found by name)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -13,13 +11,15 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from .models import CheckpointError, create_model, load_checkpoint
-from .paths import REPO_ROOT, data_dir
+import torch
+
+from ..data import data_dir
+from ..models import CheckpointError, create_model, load_checkpoint, read_checkpoint
+from ..models.checkpoint import extract_state_dict, load_state
 
 ARCHIVE_URL = (
     "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
 )
-SHIPPED_DIR = REPO_ROOT / "data" / "teachers" / "cpu"
 # archive member folder: cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth
 PUBLISHED = ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50")
 
@@ -99,34 +99,50 @@ def installed(root: Path | None = None) -> dict[str, Path]:
     return {a: published_path(a, root) for a in PUBLISHED if published_path(a, root).is_file()}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def torchvision_weights(arch: str) -> dict:
+    """torchvision's default ImageNet weights for a `tv_*` zoo model (downloaded by torchvision
+    into its cache on first use)."""
+    from torchvision import models as tvm
+
+    name = arch.removeprefix("tv_")
+    enum = {m.lower(): m for m in dir(tvm) if m.endswith("_Weights")}.get(f"{name}_weights")
+    if not arch.startswith("tv_") or enum is None:
+        raise ValueError(f"torchvision weights exist only for tv_* models, not {arch!r}")
+    return getattr(tvm, enum).DEFAULT.get_state_dict(progress=False)
 
 
-def shipped_manifest(root: Path = SHIPPED_DIR) -> dict:
-    """The manifest of the shipped teacher runs ({} when there is none): for each run folder
-    its architecture, test metrics, training config, library version and file checksums
-    (written by scripts/ship_cpu_teachers.py)."""
-    path = Path(root) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def checkpoint_state(arch: str, spec: str | None, role: str) -> dict:
+    """The state dict a checkpoint spec names: "torchvision" (ImageNet weights of a tv_*
+    model), None / "published" (the published CIFAR-100 teacher) or a file path."""
+    if spec == "torchvision":
+        return torchvision_weights(arch)
+    try:
+        path = resolve_checkpoint(spec, arch)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{role}: {e}") from e
+    return extract_state_dict(read_checkpoint(path), str(path))
 
 
-def shipped_run(name: str, root: Path = SHIPPED_DIR) -> Path | None:
-    """The shipped run folder `name` (a `<arch>-ce-<config hash>` folder, as the notebooks'
-    run cache names it), its files verified against the manifest; None if not shipped."""
-    entry = shipped_manifest(root).get("runs", {}).get(name)
-    if entry is None:
-        return None
-    run_dir = Path(root) / name
-    for rel, expected in entry["files"].items():
-        path = run_dir / rel
-        if not path.is_file() or sha256(path) != expected:
-            raise RuntimeError(
-                f"shipped teacher file {path} is missing or does not match its sha256 in "
-                f"{Path(root) / 'manifest.json'}: restore it with `git checkout -- {path}`"
-            )
-    return run_dir
+def load_network(
+    arch: str,
+    spec: str | None,
+    num_classes: int,
+    in_chans: int,
+    role: str,
+    finetune: bool = False,
+    **model_args,
+) -> torch.nn.Module:
+    """A zoo network with the weights `spec` names (see `checkpoint_state`). A missing
+    checkpoint is an error, never a random network. With `finetune`, a final classifier of
+    another size (e.g. ImageNet's 1000 classes) keeps its fresh initialisation; every other
+    weight must fit."""
+    model = create_model(arch, num_classes=num_classes, in_chans=in_chans, **model_args)
+    state = checkpoint_state(arch, spec, role)
+    if finetune:
+        classifier = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+        own = model.state_dict()
+        for key in (f"{classifier}.weight", f"{classifier}.bias"):
+            if key in state and key in own and state[key].shape != own[key].shape:
+                state[key] = own[key]
+    load_state(model, state, f"{role} checkpoint {spec}")
+    return model

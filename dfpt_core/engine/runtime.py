@@ -107,7 +107,7 @@ def init_distributed() -> DistInfo:
 def versions() -> dict:
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": platform.python_version(),

@@ -74,9 +74,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values and names against the registries; return self."""
-        from .data import list_datasets
-        from .methods import hyperparameters, list_methods
-        from .models import list_models
+        from ..data import list_datasets
+        from ..methods import hyperparameters, list_methods
+        from ..models import list_models
 
         def need(ok: bool, key: str, msg: str):
             if not ok:

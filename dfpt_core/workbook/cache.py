@@ -1,5 +1,8 @@
-"""What every notebook of the book calls: one-line setup, parameter checks, "load if trained,
-else train" runs, and the metrics.json each notebook leaves in its out_dir."""
+"""The book's run cache, "load if trained, else train": a run lives in
+`<cache_dir>/<name>-<hash of the configuration that determines its result>/`; a finished one
+there, or shipped in the checkout (the `cpu`-scale teachers in data/teachers/cpu/, verified
+against their manifest), is loaded instead of trained. Teachers and distillation runs of the
+notebooks go through it."""
 
 from __future__ import annotations
 
@@ -9,43 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import plotly.io as pio
-import torch
 import yaml
 
-from .config import TrainConfig, make_config
-from .runtime import seed_everything
-from .viz import RENDERER, is_live
-
-SCALES = ("smoke", "cpu", "full")
-
-
-def setup(seed: int = 0, live: bool = True, threads: int | None = None) -> bool:
-    """Seed everything, ask for deterministic kernels, pin the plotly renderer (so HTML exports
-    keep the plots) and quiet warnings that would flood headless logs. Returns whether the
-    notebook runs live (interactive widgets and progress bars) or headless."""
-    seed_everything(seed)
-    pio.renderers.default = RENDERER
-    if threads:
-        torch.set_num_threads(threads)
-    live = is_live(live)
-    os.environ.setdefault("TQDM_MININTERVAL", "1" if live else "30")
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*deterministic.*")
-    return live
-
-
-def check_choice(name: str, value, allowed) -> None:
-    """A notebook parameter must be one of `allowed`; the error names both."""
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ValueError(f"parameter {name}={value!r} is not allowed; choose one of {allowed}")
-
-
-def check_positive(name: str, value) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"parameter {name}={value!r} must be a positive number")
+from ..run.config import TrainConfig, make_config
+from .checkout import SHIPPED_DIR
+from .viz import Dashboard, is_live
 
 
 @dataclass
@@ -101,17 +72,15 @@ def cached_run(
 ) -> RunResult:
     """Load if trained, else train: the run `name` with config `values` lives in
     `<cache_dir>/<name>-<hash of values>/`. A finished run there, or shipped in the repository
-    under that name (the `cpu`-scale teachers, `teachers.shipped_run`), is loaded (history, best);
+    under that name (the `cpu`-scale teachers, `shipped_run`), is loaded (history, best);
     otherwise it is trained (resuming an interrupted attempt) with `callbacks` (Trainer
     callbacks: on_train_start / on_epoch_end / on_train_end) and its records written."""
-    from .experiment import run
+    from ..run.build import run
 
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
     cfg.name = f"{name}-{config_key(cfg.to_dict())}"
     run_dir = Path(cache_dir) / cfg.name
     if not (run_dir / "metrics.json").is_file():
-        from .teachers import shipped_run
-
         run_dir = shipped_run(cfg.name) or run_dir
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
@@ -119,7 +88,8 @@ def cached_run(
         if record.get("epochs_completed") == cfg.epochs:
             return RunResult(cfg, load_history(run_dir), record["best"], run_dir)
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    trainer = run(cfg, resume=resume, live=live, callbacks=callbacks, progress=is_live(live))
+    dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
+    trainer = run(cfg, resume=resume, callbacks=[dashboard, *callbacks], progress=is_live(live))
     return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
 
 
@@ -132,54 +102,6 @@ def load_history(run_dir: Path) -> list[dict]:
             {k: yaml.safe_load(v) if v != "" else None for k, v in row.items()}
             for row in csv.DictReader(f)
         ]
-
-
-def write_metrics(out_dir: str | os.PathLike, metrics: dict, **extra) -> Path:
-    """The notebook's results record: `<out_dir>/metrics.json`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "metrics.json"
-    path.write_text(json.dumps({**extra, **metrics}, indent=2, default=str))
-    return path
-
-
-def common_args(
-    dataset: str,
-    in_chans: int,
-    limit_train,
-    limit_test,
-    batch_size: int,
-    lr: float,
-    device: str,
-    seed: int,
-    live: bool,
-    **extra,
-) -> dict:
-    """The training settings every run of a notebook shares (so runs hash, and cache, alike
-    across notebooks): the book trains with a cosine schedule over each run's epochs, in
-    channels_last memory format."""
-    return dict(
-        dataset=dataset,
-        in_chans=in_chans,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        seed=seed,
-        schedule="cosine",
-        milestones=[],
-        channels_last=True,  # 1.5-2.4x faster training steps on CPUs (bench/train_step.py)
-        progress=is_live(live),
-        **extra,
-    )
-
-
-def preset_common(params: dict) -> dict:
-    """`common_args` from a scale's preset (book/params/<scale>.yaml, as `book.load_params`
-    reads it): what a notebook run at that scale shares, for scripts that train as the book does."""
-    keys = ("dataset", "in_chans", "limit_train", "limit_test", "batch_size", "lr", "device")
-    return common_args(*(params[k] for k in keys), params["seed"], live=False)
 
 
 @dataclass
@@ -215,7 +137,7 @@ def route_epochs(epochs: int) -> list[int]:
 def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
     """Test metrics (keys "student_top1", "student_top5", "student_pt") of a checkpoint on the
     notebook's test set."""
-    from .experiment import evaluate_checkpoint as evaluate
+    from ..run.build import evaluate_checkpoint as evaluate
 
     return evaluate(
         arch,
@@ -240,7 +162,7 @@ def teacher(
     with cross-entropy under `cache_dir` (loaded if already trained), keeping its checkpoints
     at `route_epochs(epochs)` (its `trajectory`)."""
     if checkpoint:
-        from .teachers import resolve_checkpoint
+        from ..run.weights import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint, arch)
         return Teacher(arch, path, metrics=evaluate_checkpoint(arch, path, common))
@@ -282,3 +204,36 @@ def distil(
         method_args=method_args,
         **common,
     )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_manifest(root: Path = SHIPPED_DIR) -> dict:
+    """The manifest of the shipped teacher runs ({} when there is none): for each run folder
+    its architecture, test metrics, training config, library version and file checksums
+    (written by scripts/ship_cpu_teachers.py)."""
+    path = Path(root) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped_run(name: str, root: Path = SHIPPED_DIR) -> Path | None:
+    """The shipped run folder `name` (a `<arch>-ce-<config hash>` folder, as the notebooks'
+    run cache names it), its files verified against the manifest; None if not shipped."""
+    entry = shipped_manifest(root).get("runs", {}).get(name)
+    if entry is None:
+        return None
+    run_dir = Path(root) / name
+    for rel, expected in entry["files"].items():
+        path = run_dir / rel
+        if not path.is_file() or sha256(path) != expected:
+            raise RuntimeError(
+                f"shipped teacher file {path} is missing or does not match its sha256 in "
+                f"{Path(root) / 'manifest.json'}: restore it with `git checkout -- {path}`"
+            )
+    return run_dir

@@ -1,9 +1,13 @@
 """Run the benchmark scripts in bench/ (each in its own process, each writing one JSON file),
-combine them into `bench.json` with the derived ratios (schema: bench/README.md), and format
-that as a plain-text table."""
+combine them into `bench.json` with the derived ratios (schema: bench/README.md), and print
+that as a plain-text table. `make bench` runs it:
+
+    python bench/runner.py [--quick] [--only train_step flops] [--out runs/bench]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .paths import REPO_ROOT, runs_dir
-from .runtime import device_name, resolve_device, versions
+from dfpt_core.engine.runtime import device_name, resolve_device, versions
 
-BENCH_DIR = REPO_ROOT / "bench"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+BENCHMARKS = ("flops", "loader", "memory", "train_step")  # bench/<name>.py, one JSON each
 SCHEMA_VERSION = 1
 OVERHEAD_TARGET = 1.15  # DFPT-KD/KD time ratio within this factor of its FLOP ratio
 LOADER_TARGET = 5.0  # fast loader at least this many times torchvision's images/s
@@ -45,19 +50,15 @@ def environment() -> dict:
     }
 
 
-def list_benchmarks() -> list[str]:
-    return sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.name.startswith("_"))
-
-
 def run_benchmarks(
     out: Path | None = None, only: list[str] | None = None, quick: bool = False
 ) -> Path:
     """Run each benchmark in its own process into `out/<name>.json`, then write and return
     `out/bench.json`. Raises RuntimeError naming the benchmarks that failed (after writing
     bench.json with the others)."""
-    out = Path(out or runs_dir() / "bench")
+    out = Path(out or Path(os.environ.get("DFPT_RUNS_DIR", REPO_ROOT / "runs")) / "bench")
     out.mkdir(parents=True, exist_ok=True)
-    names = list_benchmarks()
+    names = list(BENCHMARKS)
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(names)}")
@@ -149,7 +150,7 @@ def format_table(report: dict) -> str:
     """bench.json as a compact plain-text table."""
     env = report["environment"]
     lines = [
-        f"dfpt bench{' --quick' if report['quick'] else ''}: torch {env['torch']}, "
+        f"bench/runner.py{' --quick' if report['quick'] else ''}: torch {env['torch']}, "
         f"{env['device']} ({env['device_name']}), {env['threads']} threads, {env['date']}"
     ]
     for name, pair in report.get("pairs", {}).items():
@@ -185,3 +186,23 @@ def format_table(report: dict) -> str:
             f"(target >= {lo['target']:.0f}x: {'pass' if lo['pass'] else 'FAIL'})",
         ]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="speed and memory benchmarks (JSON)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (runs/bench)")
+    parser.add_argument("--only", nargs="+", help=f"benchmark names: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 4, fewer reps")
+    args = parser.parse_args(argv)
+    try:
+        path = run_benchmarks(args.out, only=args.only, quick=args.quick)
+    except (ValueError, RuntimeError) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(json.loads(path.read_text())))
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

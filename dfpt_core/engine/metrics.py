@@ -11,7 +11,7 @@ from itertools import combinations
 import torch
 from torch import Tensor
 
-from .losses import kd_decomposition, true_class_confidence
+from ..losses import kd_decomposition, true_class_confidence
 
 
 def topk_correct(logits: Tensor, targets: Tensor, ks=(1, 5)) -> dict[int, int]:
