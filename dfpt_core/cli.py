@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = run(
         cfg,
         resume=args.resume,
+        overwrite=args.overwrite,
         callbacks=curves_writer(cfg),
         progress=sys.stderr.isatty() and cfg.progress,
     )
@@ -118,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="key=value",
         help="override config keys, e.g. epochs=3 method_args.beta=2",
     )
-    train.add_argument(
+    again = train.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume", action="store_true", help="continue from <out_dir>/<name>/checkpoints/last.pt"
+    )
+    again.add_argument(
+        "--overwrite", action="store_true", help="start again where a run of that name exists"
     )
     train.set_defaults(func=cmd_train)
 
@@ -159,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         args.url = ARCHIVE_URL
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
         print(f"dfpt {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # RunInterrupted has saved a checkpoint and said where
+        return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

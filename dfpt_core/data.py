@@ -142,11 +142,32 @@ def _check_in_chans(in_chans: int) -> None:
 # --- CIFAR -------------------------------------------------------------------------------------
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what the CIFAR pickle format needs (dicts, lists, str/bytes, and numpy
+    arrays); any other global, e.g. `os.system` in a crafted file, is refused before it runs."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refused {module}.{name}: a CIFAR file holds only arrays, lists and strings"
+            )
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict:
-    """One CIFAR pickle as a dict with str keys (Python 2 or 3 pickles); names the file if bad."""
+    """One CIFAR pickle as a dict with str keys (Python 2 or 3 pickles), read by a restricted
+    unpickler (no code runs from a data file); names the file if it is bad."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _CifarUnpickler(f, encoding="latin1").load()
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
     except Exception as err:  # a damaged pickle can raise nearly any exception type
         raise DatasetCorruptError(f"cannot read CIFAR file {path}: {err!r}") from err
@@ -220,6 +241,20 @@ class CIFAR100(_CifarFiles, tvd.CIFAR100):
 _FMNIST_FILES = [Path(file).stem for file, _md5 in tvd.FashionMNIST.resources]
 
 
+def _check_labels(labels, num_classes: int, source: Path) -> None:
+    """Every label in 0..num_classes-1, else an error naming the file (not an IndexError deep
+    inside a training step)."""
+    labels = torch.as_tensor(labels)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(torch.nonzero(bad)[0])
+        raise DatasetCorruptError(
+            f"{source}: label {int(labels[first])} at index {first} is outside "
+            f"0..{num_classes - 1} ({int(bad.sum())} such labels); the file is damaged or "
+            "not this dataset's"
+        )
+
+
 def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
     try:
         return reader(str(path))
@@ -239,6 +274,7 @@ class FashionMNIST(tvd.FashionMNIST):
             raise DatasetCorruptError(
                 f"{raw}: {len(images)} {split} images but {len(labels)} labels"
             )
+        _check_labels(labels, len(self.classes), raw / f"{split}-labels-idx1-ubyte")
         return images, labels
 
 
@@ -392,6 +428,17 @@ class LabeledSubset(Subset):
         self.targets = torch.as_tensor(dataset.targets)[list(indices)].tolist()
 
 
+#: The seed of every test-split subset (`limit` on a test split), whatever the run's seed: all
+#: runs of a comparison, over any seeds, are scored on the same test images.
+TEST_SUBSET_SEED = 0
+
+
+def subset_seed(train: bool, seed: int) -> int:
+    """The seed that picks a `limit` subset: the run's seed for the training split (a seed
+    varies the data a run sees), `TEST_SUBSET_SEED` for the test split."""
+    return seed if train else TEST_SUBSET_SEED
+
+
 def stratified_indices(targets, limit: int, seed: int = 0) -> list[int]:
     """`limit` sorted indices into `targets`, as equally many per class as the class sizes allow,
     drawn with a torch.Generator seeded by `seed` (also deciding which classes get one extra)."""
@@ -428,13 +475,15 @@ def get_dataset(
     """The train or test split of `name` with its standard transforms (augmented if `train`).
 
     `in_chans` 1 or 3 (grayscale / gray replicated); `limit` keeps a class-stratified subset
-    chosen by `seed` (see `stratified_indices`). Root: see `resolve_root`."""
+    (see `stratified_indices`) chosen by `seed` on the training split and by `TEST_SUBSET_SEED`
+    on the test split. Root: see `resolve_root`."""
     info = dataset_info(name)
     transform = _transform(info, train, in_chans)
     dataset = _open(name, train, resolve_root(root), download, transform)
     if limit is None:
         return dataset
-    return LabeledSubset(dataset, stratified_indices(dataset.targets, limit, seed))
+    indices = stratified_indices(dataset.targets, limit, subset_seed(train, seed))
+    return LabeledSubset(dataset, indices)
 
 
 # --- fast tensor-resident path -------------------------------------------------------------------
@@ -467,7 +516,8 @@ def load_tensors(
     images = torch.as_tensor(dataset.data)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
     if limit is not None:
-        keep = torch.tensor(stratified_indices(targets, limit, seed), dtype=torch.int64)
+        keep = stratified_indices(targets, limit, subset_seed(train, seed))
+        keep = torch.tensor(keep, dtype=torch.int64)
         images, targets = images[keep], targets[keep]
     if name == "fashion_mnist":  # [N,28,28] gray
         images = F.pad(images.unsqueeze(1), (2, 2, 2, 2)).expand(-1, in_chans, -1, -1)
@@ -597,6 +647,17 @@ class EpochDataLoader:
             yield images, targets.to(self.device, non_blocking=True)
 
 
+def _check_batches(size: int, batch_size: int, world_size: int, drop_last: bool, name: str):
+    """A loader that drops its partial batch must still yield one: otherwise a run would train
+    nothing and save an untrained model."""
+    if drop_last and size // world_size < batch_size:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {size // world_size} {name} training "
+            f"images{' per process' if world_size > 1 else ''}: no full batch to train on; "
+            "lower batch_size or raise limit_train"
+        )
+
+
 def make_loader(
     name: str,
     train: bool,
@@ -624,6 +685,7 @@ def make_loader(
     drop_last = train if drop_last is None else drop_last
     if info.tensor_resident and fast is not False:
         images, targets = load_tensors(name, train, root, download, in_chans, limit, seed)
+        _check_batches(len(targets), batch_size, world_size, drop_last, name)
         mean, std = info.normalization(in_chans)
         return TensorLoader(
             images,
@@ -641,6 +703,7 @@ def make_loader(
             world_size=world_size,
         )
     dataset = get_dataset(name, train, root, download, in_chans, limit, seed)
+    _check_batches(len(dataset), batch_size, world_size, drop_last, name)
     sampler = None
     if world_size > 1:
         sampler = DistributedSampler(

@@ -58,9 +58,9 @@ def cpu_runs(cache: Path) -> dict:
 
 def smoke_book(runs_dir: Path) -> dict:
     """{notebook: its metrics.json} of a fresh smoke-scale book run."""
-    subprocess.run(
+    subprocess.run(  # a failed notebook shows as a missing record (None) in the comparison
         [sys.executable, "-m", "dfpt_core.cli", "book", "--scale", "smoke"],
-        check=True,
+        check=False,
         env={**os.environ, "DFPT_RUNS_DIR": str(runs_dir)},
     )
     found = {}

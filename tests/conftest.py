@@ -137,3 +137,45 @@ def fmnist_root(tmp_path_factory):
     if real_data_required():
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def tiny_config(out_dir, data_root, **values):
+    """The suite's tiny training run: resnet8 (ce) on 256 real Fashion-MNIST images (1 channel),
+    128 test images, 3 epochs of batch 32, lr x0.1 from epoch 2; `values` override any key."""
+    from dfpt_core.run.config import make_config
+
+    base = dict(
+        name="run",
+        method="ce",
+        student="resnet8",
+        dataset="fashion_mnist",
+        data_root=str(data_root),
+        in_chans=1,
+        limit_train=256,
+        limit_test=128,
+        epochs=3,
+        batch_size=32,
+        eval_batch_size=128,
+        lr=0.05,
+        milestones=[2],
+        out_dir=str(out_dir),
+        progress=False,
+        device="cpu",
+    )
+    return make_config({**base, **values})
+
+
+def untimed(history):
+    """Epoch records without their wall-clock times (which differ between identical runs)."""
+    return [{k: v for k, v in rec.items() if k != "seconds"} for rec in history]
+
+
+@pytest.fixture
+def two_threads():
+    """Pin torch to 2 threads for the test (the numbers of a run depend on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

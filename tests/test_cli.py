@@ -77,7 +77,11 @@ def test_train_a_teacher_then_distil_then_eval(tmp_path, fmnist_root, capsys):
     record = yaml.safe_load((tmp_path / "runs" / "kd" / "config.yaml").read_text())
     assert record["method_args"] == {"temperature": 2} and record["epochs"] == 2
 
-    assert main(["train", "--config", str(student_cfg), "epochs=3", "--resume"]) == 0
+    # a resume must keep what determines the result: here the temperature (epochs may grow)
+    assert main(["train", "--config", str(student_cfg), "epochs=3", "--resume"]) == 2
+    assert "method_args: {'temperature': 2} -> {}" in capsys.readouterr().err
+    again = ["train", "--config", str(student_cfg), "method_args.temperature=2", "epochs=3"]
+    assert main([*again, "--resume"]) == 0
     history = (tmp_path / "runs" / "kd" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3  # two epochs kept, a third added
     assert json.loads(capsys.readouterr().out)["final"]["epoch"] == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,43 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_config as tiny
+from conftest import untimed
 
-from dfpt_core.engine.trainer import NonFiniteLossError, Trainer, lr_factor
-from dfpt_core.methods import Distiller
+from dfpt_core.engine.trainer import Trainer, lr_factor
 from dfpt_core.models import read_checkpoint
 from dfpt_core.run.build import build, run
 from dfpt_core.run.config import make_config
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING_KEYS = ("seconds",)
-
-
-def tiny(tmp, root, **kw):
-    """A 3-epoch run of resnet8 on 256 real Fashion-MNIST images (1 channel)."""
-    values = dict(
-        name="run",
-        method="ce",
-        student="resnet8",
-        dataset="fashion_mnist",
-        data_root=str(root),
-        in_chans=1,
-        limit_train=256,
-        limit_test=128,
-        epochs=3,
-        batch_size=32,
-        eval_batch_size=128,
-        lr=0.05,
-        milestones=[2],
-        out_dir=str(tmp),
-        progress=False,
-        device="cpu",
-    )
-    values.update(kw)
-    return make_config(values)
-
-
-def untimed(history):
-    return [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in history]
 
 
 @pytest.fixture(autouse=True)
@@ -134,78 +105,6 @@ def test_resume_after_epoch_equals_uninterrupted(tmp_path, fmnist_root, teacher_
     assert untimed(resumed.history) == untimed(full.history)
     for k, v in full.distiller.student.state_dict().items():
         assert torch.equal(v, resumed.distiller.student.state_dict()[k]), k
-
-
-class InterruptingLoader:
-    """Wraps a loader and sends SIGINT to this process while batch `at` of epoch `epoch` is
-    being trained (like Ctrl-C in a terminal or Jupyter's interrupt)."""
-
-    def __init__(self, loader, epoch, at):
-        self.loader, self.epoch, self.at, self.current = loader, epoch, at, 0
-
-    def set_epoch(self, epoch):
-        self.current = epoch
-        self.loader.set_epoch(epoch)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if self.current == self.epoch and i == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield batch
-
-
-def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, fmnist_root):
-    cfg = tiny(tmp_path, fmnist_root, name="full")
-    full = run(cfg)
-    cut = tiny(tmp_path, fmnist_root, name="cut")
-    distiller, train_loader, test_loader, device, _ = build(cut)
-    trainer = Trainer(
-        distiller,
-        InterruptingLoader(train_loader, epoch=1, at=3),
-        test_loader,
-        cut,
-        run_dir=tmp_path / "cut",
-    )
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
-    state = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
-    assert (state["epoch"], state["step"]) == (1, 4)  # stopped after finishing batch index 3
-    distiller, train_loader, test_loader, device, _ = build(cut)
-    resumed = Trainer(distiller, train_loader, test_loader, cut, run_dir=tmp_path / "cut")
-    resumed.fit(resume=True)
-    assert untimed(resumed.history) == untimed(full.history)
-
-
-class ExplodingMethod(Distiller):
-    """CE whose loss turns NaN at a given global step."""
-
-    def __init__(self, student, at_step):
-        super().__init__(student)
-        self.at_step, self.calls = at_step, 0
-
-    def forward_train(self, images, targets, epoch=0):
-        self.calls += 1
-        logits = self.student(images)
-        ce = torch.nn.functional.cross_entropy(logits, targets)
-        bad = ce * float("nan") if self.calls == self.at_step else ce
-        return logits, {"ce": ce, "boom": bad - ce}
-
-
-def test_nan_loss_stops_with_epoch_step_and_names_and_keeps_checkpoint(tmp_path, fmnist_root):
-    cfg = tiny(tmp_path, fmnist_root, name="nan")
-    distiller, train_loader, test_loader, _, _ = build(cfg)
-    per_epoch = len(train_loader)
-    method = ExplodingMethod(distiller.student, at_step=per_epoch + 3)
-    trainer = Trainer(method, train_loader, test_loader, cfg, run_dir=tmp_path / "nan")
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 3: boom"):
-        trainer.fit()
-    last = read_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
-    assert last["epoch"] == 1 and all(
-        torch.isfinite(v).all() for v in last["distiller"].values() if v.is_floating_point()
-    )
 
 
 def test_cosine_and_warmup_schedule():

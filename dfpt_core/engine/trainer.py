@@ -11,6 +11,7 @@ run records (config.yaml, metrics.json, history.csv, curves.html, checkpoints/).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import signal
@@ -31,6 +32,16 @@ if TYPE_CHECKING:  # annotations only: the engine does not import the run layer
 
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from .metrics import evaluate
+from .records import (
+    RunFolderError,
+    atomic_write_text,
+    clear_run,
+    config_changes,
+    existing_run,
+    make_run_dir,
+    remove_stale_temps,
+    run_lock,
+)
 from .runtime import DistInfo, device_name, rng_state, set_rng_state, versions
 
 
@@ -56,23 +67,40 @@ def autocast_context(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint from which `--resume`
+    continues exactly; `signum` is the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def deferred_interrupt():
-    """Turn Ctrl-C (SIGINT, also Jupyter's "interrupt kernel") into a flag checked between
-    optimizer steps, so a checkpoint is never taken in the middle of an update."""
-    flag = {"set": False}
+    """Turn Ctrl-C (SIGINT, also Jupyter's "interrupt kernel") and SIGTERM into a flag
+    (`flag["signum"]`) that the loop checks between optimizer steps and at the end of an
+    epoch, so a checkpoint is only ever taken of a consistent state. A second signal stops at
+    once (KeyboardInterrupt) without saving: the last checkpoint then stays the consistent one."""
+    flag = {"signum": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
-        flag["set"] = True
+        if flag["signum"] is not None:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -170,18 +198,19 @@ class Trainer:
         set_rng_state(ckpt["rng"])
 
     def _write_records(self) -> None:
+        """config.yaml, history.csv and metrics.json, each written atomically."""
         if self.run_dir is None or not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(
-            yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+        atomic_write_text(
+            self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
         )
         keys = list(dict.fromkeys(k for rec in self.history for k in rec))
-        with open(self.run_dir / "history.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.summary(), indent=2))
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(self.run_dir / "history.csv", table.getvalue())
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.summary(), indent=2))
 
     def summary(self) -> dict:
         """metrics.json: final and best metrics, timings, versions, seed, device."""
@@ -208,44 +237,98 @@ class Trainer:
         }
 
     # --- the loop -------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict:
-        if resume:
-            last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
-            if last is None or not last.is_file():
-                raise FileNotFoundError(f"nothing to resume: {last} does not exist")
-            self.load(last)
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train the remaining epochs and return the last epoch's record.
+
+        The run folder is owned by this process while it trains (a second process is refused).
+        Where a run exists already, it continues with `resume` (only with the configuration
+        that produced it: see `records.config_changes`) or starts again with `overwrite`;
+        otherwise that is an error. Each epoch (training steps, scheduler step, evaluation,
+        checkpoints, records) is one unit: Ctrl-C or SIGTERM inside it is honoured between
+        optimizer steps or after the unit, always leaving a checkpoint from which `resume`
+        reproduces the uninterrupted run exactly; RunInterrupted is then raised.
+        """
+        with self._own_run_dir(resume, overwrite):
+            if resume:
+                self._resume()
+            self._write_records()
+            for cb in self.callbacks:
+                if hasattr(cb, "on_train_start"):
+                    cb.on_train_start(self)
+            with deferred_interrupt() as stop:
+                while self.epoch < self.cfg.epochs:
+                    self._epoch_unit(stop)
+            for cb in self.callbacks:
+                if hasattr(cb, "on_train_end"):
+                    cb.on_train_end(self)
+        return self.history[-1]
+
+    @contextmanager
+    def _own_run_dir(self, resume: bool, overwrite: bool):
+        if self.run_dir is None or not self.is_main:
+            yield
+            return
+        make_run_dir(self.run_dir)
+        with run_lock(self.run_dir):
+            remove_stale_temps(self.run_dir)
+            found = existing_run(self.run_dir)
+            if found and not resume:
+                if not overwrite:
+                    raise RunFolderError(
+                        f"{self.run_dir} already holds {found}: continue it with --resume "
+                        "(resume=True), or start it again with --overwrite (overwrite=True)"
+                    )
+                clear_run(self.run_dir)
+            yield
+
+    def _resume(self) -> None:
+        last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+        if last is None or not last.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        stored = read_checkpoint(last).get("config", {})
+        changed = config_changes(stored, self.cfg.to_dict())
+        if changed:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise RunFolderError(
+                f"cannot resume {self.run_dir} with another configuration ({listed}): these "
+                "keys determine the result. Resume with the stored values, or train under "
+                "another name"
+            )
+        self.load(last)
+
+    def _epoch_unit(self, stop: dict) -> None:
+        """One epoch as one unit: steps, schedule, evaluation, checkpoints and records."""
+        record = self._run_epoch(self.epoch, stop)
+        self.history.append(record)
+        if not self.best or record["student_top1"] > self.best["student_top1"]:
+            self.best = dict(record)
+            self._save_student("best.pt")
+        if record["epoch"] in self.cfg.keep_checkpoints:
+            self._save_student(f"epoch{record['epoch']}.pt")
+        self.epoch, self.step, self._sums = self.epoch + 1, 0, {}
+        saved = self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs
+        if saved or stop["signum"] is not None:
+            self.save("last")
         self._write_records()
         for cb in self.callbacks:
-            if hasattr(cb, "on_train_start"):
-                cb.on_train_start(self)
-        try:
-            while self.epoch < self.cfg.epochs:
-                record = self._run_epoch(self.epoch)
-                self.history.append(record)
-                if not self.best or record["student_top1"] > self.best["student_top1"]:
-                    self.best = dict(record)
-                    self._save_student("best.pt")
-                if record["epoch"] in self.cfg.keep_checkpoints:
-                    self._save_student(f"epoch{record['epoch']}.pt")
-                self.epoch, self.step, self._sums = self.epoch + 1, 0, {}
-                if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
-                    self.save("last")
-                self._write_records()
-                for cb in self.callbacks:
-                    if hasattr(cb, "on_epoch_end"):
-                        cb.on_epoch_end(self, record)
-        except KeyboardInterrupt:
-            path = self.save("last")
-            if self.is_main:
-                print(
-                    f"\ninterrupted at epoch {self.epoch + 1}, step {self.step}; saved {path} "
-                    "(continue with resume=True / --resume)"
-                )
-            raise
-        for cb in self.callbacks:
-            if hasattr(cb, "on_train_end"):
-                cb.on_train_end(self)
-        return self.history[-1]
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(self, record)
+        if stop["signum"] is not None:
+            raise self._interrupted(stop["signum"])
+
+    def _interrupted(self, signum: int) -> RunInterrupted:
+        where = (
+            f"after epoch {self.epoch}"
+            if self.step == 0
+            else (f"in epoch {self.epoch + 1} after step {self.step}")
+        )
+        saved = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+        message = f"{signal.Signals(signum).name}: stopped {where}" + (
+            f"; saved {saved} (continue with resume=True / --resume)" if saved else ""
+        )
+        if self.is_main:
+            print(f"\n{message}")
+        return RunInterrupted(message, signum)
 
     def _save_student(self, filename: str) -> None:
         """The student's weights after the current epoch, in the RepDistiller/mdistiller
@@ -262,7 +345,7 @@ class Trainer:
             self.checkpoint_dir / filename,
         )
 
-    def _run_epoch(self, epoch: int) -> dict:
+    def _run_epoch(self, epoch: int, stop: dict) -> dict:
         cfg, start = self.cfg, time.time()
         self.train_loader.set_epoch(epoch)
         self.model.train()
@@ -278,9 +361,10 @@ class Trainer:
         )
         skip, saved_rng = self.step, rng_state() if self.step else None
         bar.update(skip)
-        with deferred_interrupt() as interrupt:
-            self._train_steps(epoch, skip, saved_rng, autocast, clip, bar, interrupt)
-        bar.close()
+        try:
+            self._train_steps(epoch, skip, saved_rng, autocast, clip, bar, stop)
+        finally:
+            bar.close()
         self._sync_buffers()
         self.scheduler.step()
         train_time = time.time() - start
@@ -295,7 +379,7 @@ class Trainer:
         record["seconds"] = time.time() - start
         return record
 
-    def _train_steps(self, epoch, skip, saved_rng, autocast, clip, bar, interrupt) -> None:
+    def _train_steps(self, epoch, skip, saved_rng, autocast, clip, bar, stop) -> None:
         cfg = self.cfg
         for i, (images, targets) in enumerate(self.train_loader):
             if i < skip:  # resuming in mid-epoch: replay the loader's order up to the stop
@@ -310,9 +394,7 @@ class Trainer:
                 values = [float(losses[k].detach()) for k in bad]
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch + 1}, step {i + 1}: "
-                    f"{', '.join(bad) or 'total'} = {values}; the last "
-                    f"good checkpoint is kept"
-                    + (f" in {self.checkpoint_dir}" if self.checkpoint_dir else "")
+                    f"{', '.join(bad) or 'total'} = {values}; " + self._last_good()
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -324,8 +406,16 @@ class Trainer:
             self._accumulate(losses, loss, logits, targets)
             self.step = i + 1
             bar.update(1)
-            if interrupt["set"]:
-                raise KeyboardInterrupt
+            if stop["signum"] is not None and self.step < len(self.train_loader):
+                self.save("last")  # mid-epoch: the state after a whole optimizer step
+                raise self._interrupted(stop["signum"])
+
+    def _last_good(self) -> str:
+        """Where the last good state is, for error messages (only what exists)."""
+        last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+        if last is not None and last.is_file():
+            return f"the last good checkpoint is {last} (resume from it with other settings)"
+        return "no checkpoint was saved before it"
 
     def _sync_buffers(self) -> None:
         """DDP: every rank takes rank 0's BN statistics at the end of an epoch (DDP broadcasts

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +16,8 @@ from torch import nn
 # Keys under which peers store the weights: RepDistiller/mdistiller ("model"), torchvision /
 # timm style ("state_dict"), Lightning-like loops ("model_state_dict").
 WEIGHT_KEYS = ("model", "state_dict", "model_state_dict")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip format (PyTorch >= 1.6)
+PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle (protocol 2+)
 
 
 class CheckpointError(RuntimeError):
@@ -25,6 +29,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(ZIP_MAGIC) or head[:1] == PICKLE_MAGIC):
+        raise CheckpointError(
+            f"{path} is not a checkpoint: a PyTorch checkpoint is a zip archive (torch.save) or "
+            f"a pickle, and this file starts with {head!r}"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -110,7 +121,22 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError) and no_space_left(e, path.parent):
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device of {path.parent} while writing {path.name} "
+                f"({shutil.disk_usage(path.parent).free >> 20} MiB free): free some space "
+                "and resume the run",
+            ) from e
         raise
     return path
+
+
+def no_space_left(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of disk space: ENOSPC, or torch.save's zip writer error
+    ("PytorchStreamWriter failed writing file ...") on a device that is (nearly) full."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "failed writing" in str(error) and shutil.disk_usage(folder).free < 64 << 20

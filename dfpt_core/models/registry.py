@@ -39,9 +39,14 @@ def create_model(name: str, num_classes: int = 100, in_chans: int = 3, **kw) -> 
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
-    fn = _MODELS[name]
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("num_classes", "in_chans")]
+    allowed = model_options(name)
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise TypeError(f"{name} got unexpected option(s) {unknown}; allowed: {allowed or 'none'}")
-    return fn(num_classes=num_classes, in_chans=in_chans, **kw)
+    return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kw)
+
+
+def model_options(name: str) -> list[str]:
+    """The options `create_model(name, **options)` accepts beyond num_classes and in_chans."""
+    params = inspect.signature(_MODELS[name]).parameters
+    return [p for p in params if p not in ("num_classes", "in_chans")]

@@ -106,10 +106,12 @@ def run(
     resume: bool = False,
     callbacks=(),
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Trainer:
     """Train `cfg` into `<out_dir>/<name>/` and return the finished Trainer. `callbacks` are
     Trainer callbacks (on_train_start / on_epoch_end / on_train_end), e.g. the workbook's
-    live dashboard."""
+    live dashboard. Where a run exists: `resume` continues it, `overwrite` starts it again
+    (see `Trainer.fit`)."""
     distiller, train_loader, test_loader, device, dist = build(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
     trainer = Trainer(
@@ -123,7 +125,7 @@ def run(
         device=device,
         progress=progress,
     )
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, overwrite=overwrite)
     return trainer
 
 

@@ -77,6 +77,7 @@ class TrainConfig:
         from ..data import list_datasets
         from ..methods import hyperparameters, list_methods
         from ..models import list_models
+        from ..models.registry import model_options
 
         def need(ok: bool, key: str, msg: str):
             if not ok:
@@ -112,6 +113,12 @@ class TrainConfig:
             not unknown,
             "method_args",
             f"{unknown} not hyperparameters of {self.method}; valid: {', '.join(valid_hp)}",
+        )
+        need(
+            bool(self.name) and self.name not in (".", "..") and not set(self.name) & set("/\\"),
+            "name",
+            f"must be a plain folder name inside out_dir (no / or \\, not . or ..), "
+            f"got {self.name!r}",
         )
         need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -150,6 +157,14 @@ class TrainConfig:
             f"must be epochs in 1..{self.epochs}, got {self.keep_checkpoints}",
         )
         need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        for key, arch in (("student_args", self.student), ("teacher_args", self.teacher)):
+            unknown = sorted(set(getattr(self, key)) - set(model_options(arch) if arch else ()))
+            need(
+                not unknown,
+                key,
+                f"{unknown} are not options of {arch}; allowed: "
+                f"{', '.join(model_options(arch)) if arch else 'none (no teacher)'}",
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -175,6 +190,11 @@ def _check_type(key: str, value, hint) -> object:
     base = origin or hint
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if base is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-3` (no dot) as text
+            return float(value)
+        except ValueError:
+            pass
     if base is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if base is int and isinstance(value, bool):
@@ -218,15 +238,52 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}, line {key_node.start_mark.line + 1}: key {key!r} is given "
+                    "twice; keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(path: Path) -> object:
+    """The YAML document in `path`; a syntax error or a repeated key names the file and line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     """A config file's values; a top-level `base: other.yaml` (relative to the file) is read
-    first and overridden by the file's own keys, so per-run files state only what differs."""
+    first and overridden by the file's own keys, so per-run files state only what differs.
+    An empty file, a file that is not a mapping, a YAML error or a repeated key is an error
+    naming the file."""
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path in _seen:
         raise ConfigError(f"config files include each other in a loop: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = parse_yaml(path)
+    if values is None:
+        raise ConfigError(f"config file {path} is empty: give at least `method` and `student`")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     base = values.pop("base", None)

@@ -63,7 +63,8 @@ def run_book(
     """Execute the notebooks with papermill into runs/book-<scale>/ and write index.html.
 
     Each notebook gets those of the scale's parameters it declares, plus `scale`, `out_dir`
-    (its own results folder), `cache_dir` (runs shared across notebooks) and `live=False`.
+    (its own results folder), `cache_dir` (runs shared across notebooks), `results_root` (the
+    runs folder, $DFPT_RUNS_DIR or the checkout's runs/) and `live=False`.
     With `in_place` (smoke only), the executed notebooks replace the committed ones with their
     own defaults (the smoke values; nothing injected), which is what nbval compares against.
     Kernels run with DFPT_HEADLESS=1 and log errors only. Progress goes to `echo`: a line when
@@ -77,7 +78,8 @@ def run_book(
         raise ValueError("--in-place regenerates the committed smoke outputs: use --scale smoke")
     os.environ["DFPT_HEADLESS"] = "1"  # inherited by the kernels papermill starts
     params = load_params(scale, book_dir)
-    run_dir = Path(out_root or runs_dir()).resolve() / f"book-{scale}"
+    runs_root = Path(out_root or runs_dir()).resolve()
+    run_dir = runs_root / f"book-{scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
     last = last_times(run_dir)
     chosen = select(list_notebooks(book_dir), only)
@@ -92,6 +94,7 @@ def run_book(
             "out_dir": str(out_dir),
             "live": False,
             "cache_dir": str(run_dir / "cache"),
+            "results_root": str(runs_root),  # 09 collects every run under it
         }
         target = nb if in_place else run_dir / nb.name
         if in_place:

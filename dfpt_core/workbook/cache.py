@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +83,41 @@ def cached_run(
     run_dir = Path(cache_dir) / cfg.name
     if not (run_dir / "metrics.json").is_file():
         run_dir = shipped_run(cfg.name) or run_dir
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        record = json.loads(metrics.read_text())
-        if record.get("epochs_completed") == cfg.epochs:
-            return RunResult(cfg, load_history(run_dir), record["best"], run_dir)
+    finished = load_finished(cfg, run_dir)
+    if finished is not None:
+        return finished
+    run_dir = Path(cache_dir) / cfg.name  # (re)trained in the cache, never in the shipped folder
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
-    trainer = run(cfg, resume=resume, callbacks=[dashboard, *callbacks], progress=is_live(live))
+    trainer = run(
+        cfg,
+        resume=resume,
+        overwrite=not resume,  # records without a checkpoint (e.g. damaged) start again
+        callbacks=[dashboard, *callbacks],
+        progress=is_live(live),
+    )
     return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
+
+
+def load_finished(cfg: TrainConfig, run_dir: Path) -> RunResult | None:
+    """The finished run in `run_dir` (all of cfg.epochs done), or None. A damaged record
+    (unreadable metrics.json or history.csv) counts as missing, with a warning saying so."""
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+        if record["epochs_completed"] != cfg.epochs:
+            return None
+        history = load_history(run_dir)
+        if len(history) != cfg.epochs:
+            raise ValueError(f"history.csv has {len(history)} epochs, not {cfg.epochs}")
+        return RunResult(cfg, history, record["best"], run_dir)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        warnings.warn(
+            f"damaged run record in {run_dir} ({e}): treated as missing, the run trains again",
+            stacklevel=3,
+        )
+        return None
 
 
 def load_history(run_dir: Path) -> list[dict]:

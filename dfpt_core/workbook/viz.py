@@ -10,6 +10,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..engine.records import atomic_write_text
+
 RENDERER = "plotly_mimetype+notebook_connected"
 
 # Panels of the training dashboard: title -> history keys drawn in it (missing keys skipped).
@@ -93,5 +95,4 @@ def write_html(fig: go.Figure, path: str | os.PathLike) -> Path:
     """Standalone HTML (plotly.js from the CDN keeps files small; open it in any browser)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs="cdn")
-    return path
+    return atomic_write_text(path, fig.to_html(include_plotlyjs="cdn"))
