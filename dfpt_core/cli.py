@@ -170,6 +170,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
+    if args.show_params:
+        import yaml
+
+        params = workbook_book().load_params(args.scale)
+        print(yaml.safe_dump(params, sort_keys=False, default_flow_style=None), end="")
+        return 0
     # prints its own progress and report
     workbook_book().run_book(args.scale, only=args.only, in_place=args.in_place)
     return 0
@@ -252,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-place",
         action="store_true",
         help="overwrite the committed notebooks (regenerates their outputs)",
+    )
+    book.add_argument(
+        "--show-params",
+        action="store_true",
+        help="print the scale's preset (its recipe and book/params/<scale>.yaml) as YAML",
     )
     book.set_defaults(func=cmd_book)
 

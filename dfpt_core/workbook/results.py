@@ -11,7 +11,7 @@ import pandas as pd
 def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per training run under `root` (any depth): every `metrics.json` written by the
     Trainer (it has "method" and "best"), with the scale inferred from the path
-    (book-<scale>/..., or the runs/<scale>/ folders of the example configs)."""
+    (book-<scale>/..., or the runs/<scale>/ folders of `dfpt train --scale <scale>`)."""
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
         try:
