@@ -12,14 +12,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .run.recipes import ROLES, SCALES
+from .run.recipes import PAIR_METHODS, ROLES, SCALES
 
 
-def selected(args: argparse.Namespace) -> tuple[dict, list[str]]:
+def selected(args: argparse.Namespace):
     """The run that `--config FILE` or `--scale/--pair/--method` (or `--role teacher`) names,
-    with the `key=value` overrides: (its values, notes on what it is for). Validated."""
+    with the `key=value` overrides: (its validated TrainConfig, the values stated by the file or
+    the recipe, notes on what the run is for)."""
     from .run.config import make_config, merge, parse_overrides, read_yaml
-    from .run.recipes import PAIR_METHODS, PAIRS, pair_notes, pair_values
+    from .run.recipes import PAIRS, pair_notes, pair_values
 
     table = (args.scale, args.pair, args.method)
     if args.config is not None:
@@ -36,8 +37,7 @@ def selected(args: argparse.Namespace) -> tuple[dict, list[str]]:
     else:
         values = pair_values(args.scale, args.pair, args.method, args.role, args.overrides)
         notes = pair_notes(args.scale, args.pair, args.method, args.role)
-    make_config(values)  # validated before any work
-    return values, notes
+    return make_config(values), values, notes  # validated before any work
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -55,9 +55,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .run.build import run
-    from .run.config import make_config
 
-    cfg = make_config(selected(args)[0])
+    cfg = selected(args)[0]
     trainer = run(
         cfg,
         resume=args.resume,
@@ -83,13 +82,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     the table of pairs with `--list`."""
     import yaml
 
-    from .run.config import TrainConfig, make_config
+    from .run.config import TrainConfig
 
     if args.list:
         print(pair_listing(args.scale or "full"))
         return 0
-    values, notes = selected(args)
-    cfg = make_config(values)
+    cfg, values, notes = selected(args)
     ordered = {
         f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if f.name in values
     }
@@ -203,7 +201,7 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pair", help="<teacher>-<student>, e.g. resnet56-resnet20 (dfpt config --list)"
     )
-    parser.add_argument("--method", help="kd, dkd, dfpt_kd or dfpt_kdt")
+    parser.add_argument("--method", help=f"one of the table's: {', '.join(PAIR_METHODS)}")
     parser.add_argument(
         "--role",
         choices=ROLES,

@@ -14,9 +14,8 @@ import pytest
 import dfpt_core.run.build
 import dfpt_core.workbook as nb
 from dfpt_core.methods.dkd import dkd_recipe
+from dfpt_core.run.recipes import SCALES
 from dfpt_core.workbook.book import load_params
-
-SCALES = ("smoke", "cpu", "full")
 
 # The settings every notebook run at a scale shares, as `nb.common_args` returned them before
 # (`progress` aside, which is not hashed): keys, values and types.

@@ -519,8 +519,8 @@ def test_readme_commands_resolve(readme, tmp_path):
                 args.config.write_text(out)
         if args.command == "config" and args.list:
             continue
-        values, notes = cli.selected(args)  # resolves and validates, trains nothing
-        assert values["name"] and notes, words
+        cfg, _, notes = cli.selected(args)  # resolves and validates, trains nothing
+        assert cfg.name != "run" and notes, words
 
 
 # --- config files: inheritance and broken files --------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run.recipes import SCALES
+
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per training run under `root` (any depth): every `metrics.json` written by the
@@ -62,6 +64,6 @@ def infer_scale(path: Path) -> str:
     for part in path.parts:
         if part.startswith("book-"):
             return part.removeprefix("book-")
-        if part in ("smoke", "cpu", "full"):
+        if part in SCALES:
             return part
     return "other"
