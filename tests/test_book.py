@@ -108,6 +108,18 @@ def test_presets_take_the_training_settings_from_the_recipes():
             assert common[key] == recipe("cpu")[key], (scale, key)
 
 
+def test_published_figures_are_the_recipes_table():
+    """The book's published CIFAR-100 figures are the recipes' table of pairs (one statement)."""
+    from dfpt_core.run import recipes
+    from dfpt_core.workbook import published
+
+    assert published.DFPT_CIFAR100 is recipes.DFPT_CIFAR100
+    assert published.DFPT_COLUMNS is recipes.DFPT_COLUMNS
+    assert published.DKD_CIFAR100 is recipes.DKD_CIFAR100
+    assert published.DKD_CIFAR100[("wrn_40_2", "ShuffleV1")] == (74.83, 76.70)
+    assert list(published.DKD_CIFAR100)[:2] == [("resnet56", "resnet20"), ("resnet110", "resnet32")]
+
+
 def _notebook(path, source):
     """A two-cell notebook: a `parameters` cell and `source`."""
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
