@@ -1,6 +1,6 @@
 """The `cpu`-scale study: every method on the book's cpu pair, three seeds, one results table.
 
-The pair, data and schedule are the book's `cpu` scale (book/params/cpu.yaml): the shipped
+The pair, data and schedule are the book's `cpu` scale (`load_params("cpu")`): the shipped
 teacher (data/teachers/cpu/, see scripts/ship_cpu_teachers.py) distilled into the student on
 real Fashion-MNIST, each run scored on the full test set (10,000 images). Every method runs with
 seeds 0, 1, 2 (data order, augmentation, subset, initialisation); the teacher is the same for all.
@@ -21,14 +21,14 @@ import statistics
 from pathlib import Path
 
 import torch
-import yaml
 
 import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.methods.dkd import dkd_recipe
+from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.cache import shipped_manifest
-from dfpt_core.workbook.checkout import BOOK_DIR, REPO_ROOT, runs_dir
+from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
 
 SEEDS = (0, 1, 2)
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "dfpt_kd", "dfpt_kdt")
@@ -132,10 +132,10 @@ def markdown(table: dict, teacher: str, teacher_top1: float, student: str) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--params", default=BOOK_DIR / "params" / "cpu.yaml", type=Path)
+    parser.add_argument("--scale", default="cpu", choices=nb.SCALES, help="the book's preset")
     parser.add_argument("--out", default=REPO_ROOT / "results" / "cpu_study.json", type=Path)
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    params = load_params(args.scale)
     nb.setup(seed=params["seed"], live=False)
     book_common = nb.preset_common(params)
     cache = runs_dir() / "cpu-study"

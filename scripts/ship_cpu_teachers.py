@@ -1,8 +1,9 @@
 """Train the book's `cpu`-scale teachers and ship them in data/teachers/cpu/ with a manifest.
 
-The teachers are trained exactly as the notebooks would train them at `cpu` scale (same
-`book/params/cpu.yaml` values, same `nb.common_args`, same `nb.teacher` call), so each shipped
-run folder carries the name the notebooks' run cache looks for, and `nb.cached_run` loads it
+The teachers are trained exactly as the notebooks would train them at `cpu` scale (the same
+preset, `load_params("cpu")`: the cpu recipe overlaid with book/params/cpu.yaml; the same
+`nb.common_args` and `nb.teacher` call), so each shipped run folder carries the name the
+notebooks' run cache looks for, and `nb.cached_run` loads it
 instead of training ("load if trained"). Shipped per run: config.yaml, metrics.json,
 history.csv and the best weights; for the book's main teacher also the checkpoints kept along
 its training (its trajectory, for ESKD and RCO). The manifest records for every run its
@@ -21,12 +22,12 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
 import dfpt_core
 import dfpt_core.workbook as nb
+from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.cache import sha256
-from dfpt_core.workbook.checkout import BOOK_DIR, SHIPPED_DIR, runs_dir
+from dfpt_core.workbook.checkout import SHIPPED_DIR, runs_dir
 
 RECORDS = ("config.yaml", "metrics.json", "history.csv")
 
@@ -59,10 +60,10 @@ def ship(teacher: nb.Teacher, with_trajectory: bool, common: dict, target: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=BOOK_DIR / "params" / "cpu.yaml", type=Path)
+    parser.add_argument("--scale", default="cpu", choices=nb.SCALES, help="the book's preset")
     parser.add_argument("--target", default=SHIPPED_DIR, type=Path)
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    params = load_params(args.scale)
     nb.setup(seed=params["seed"], live=False)
     common = nb.preset_common(params)
     staging = runs_dir() / "ship-cpu-teachers"
@@ -77,7 +78,7 @@ def main() -> None:
         )
     manifest = {
         "about": "cpu-scale teachers of the book, trained by scripts/ship_cpu_teachers.py",
-        "params": str(args.params.resolve().relative_to(BOOK_DIR.parent)),
+        "params": f"book/params/{args.scale}.yaml over the {args.scale} recipe",
         "dfpt_core": dfpt_core.__version__,
         "torch": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -13,7 +13,18 @@ import papermill as pm
 import pytest
 import yaml
 
-from dfpt_core.workbook.book import SCALES, list_notebooks, load_params, run_book, select
+from dfpt_core.run.config import TrainConfig
+from dfpt_core.run.recipes import recipe
+from dfpt_core.workbook.book import (
+    FROM_RECIPE,
+    SCALES,
+    list_notebooks,
+    load_params,
+    run_book,
+    select,
+)
+from dfpt_core.workbook.checkout import BOOK_DIR
+from dfpt_core.workbook.setup import preset_common
 
 NOTEBOOKS = list_notebooks()
 REQUIRED = ("scale", "out_dir", "live", "seed")
@@ -69,6 +80,44 @@ def test_presets_parse_and_differ_where_they_should():
         load_params("huge")
     for scale in SCALES:
         assert yaml.safe_load(yaml.safe_dump(load_params(scale))) == load_params(scale)
+
+
+def test_presets_take_the_training_settings_from_the_recipes():
+    """The presets' training settings are their scale's recipe (dfpt_core/run/recipes.py), not
+    restated in book/params/; the notebooks' own parameters come from there."""
+    for scale in SCALES:
+        params = load_params(scale)
+        values = {**TrainConfig().to_dict(), **recipe(scale)}
+        for name, key in FROM_RECIPE.items():
+            assert params[name] == values[key], (scale, name)
+            assert type(params[name]) is type(values[key]), (scale, name)
+        own = yaml.safe_load((BOOK_DIR / "params" / f"{scale}.yaml").read_text())
+        restated = set(own) & {*FROM_RECIPE, "teacher_checkpoint"}
+        assert not restated, f"book/params/{scale}.yaml restates the recipe: {sorted(restated)}"
+    smoke, cpu, full = (load_params(s) for s in SCALES)
+    assert (cpu["limit_train"], cpu["limit_test"], cpu["device"]) == (5000, 1000, "auto")
+    assert (cpu["teacher_epochs"], cpu["student_epochs"], cpu["in_chans"]) == (15, 4, 1)
+    assert (smoke["limit_train"], smoke["limit_test"], smoke["device"]) == (1000, 500, "cpu")
+    assert (smoke["teacher_epochs"], smoke["student_epochs"]) == (2, 2)
+    assert full["teacher_epochs"] == 240 and full["limit_train"] is None
+    assert cpu["teacher_checkpoint"] is None and smoke["teacher_checkpoint"] is None
+    # every run of the book trains with the book recipe's schedule and memory format
+    for scale in SCALES:
+        common = preset_common(load_params(scale))
+        for key in ("schedule", "milestones", "channels_last"):
+            assert common[key] == recipe("cpu")[key], (scale, key)
+
+
+def test_published_figures_are_the_recipes_table():
+    """The book's published CIFAR-100 figures are the recipes' table of pairs (one statement)."""
+    from dfpt_core.run import recipes
+    from dfpt_core.workbook import published
+
+    assert published.DFPT_CIFAR100 is recipes.DFPT_CIFAR100
+    assert published.DFPT_COLUMNS is recipes.DFPT_COLUMNS
+    assert published.DKD_CIFAR100 is recipes.DKD_CIFAR100
+    assert published.DKD_CIFAR100[("wrn_40_2", "ShuffleV1")] == (74.83, 76.70)
+    assert list(published.DKD_CIFAR100)[:2] == [("resnet56", "resnet20"), ("resnet110", "resnet32")]
 
 
 def _notebook(path, source):

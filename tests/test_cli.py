@@ -113,6 +113,62 @@ def test_train_a_teacher_then_distil_then_eval(tmp_path, fmnist_root, capsys):
     assert metrics["student_top1"] == pytest.approx(teacher_record["best"]["student_top1"])
 
 
+def test_train_a_cpu_pair_by_name_teacher_first(tmp_path, fmnist_root, capsys):
+    """`--scale cpu --pair ... --role teacher`, then `--method ...`: the pair run finds the
+    teacher the teacher run wrote (both tiny here, through overrides)."""
+    out_dir = tmp_path / "runs"
+    tiny = [
+        f"data_root={fmnist_root}",
+        "limit_train=128",
+        "limit_test=64",
+        "epochs=1",
+        "batch_size=32",
+        "device=cpu",
+        f"out_dir={out_dir}",
+        "progress=false",
+    ]
+    pair = ["--scale", "cpu", "--pair", "resnet56-resnet20"]
+    assert main(["train", *pair, "--role", "teacher", *tiny]) == 0
+    out = json.loads(capsys.readouterr().out)
+    teacher_dir = out_dir / "teacher-resnet56"
+    assert out["run_dir"] == str(teacher_dir)
+    record = yaml.safe_load((teacher_dir / "config.yaml").read_text())
+    assert (record["method"], record["student"], record["dataset"]) == (
+        "ce",
+        "resnet56",
+        "fashion_mnist",
+    )
+    assert record["schedule"] == "cosine" and record["channels_last"] is True
+
+    assert main(["train", *pair, "--method", "dkd", *tiny]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (
+        out["run_dir"] == str(out_dir / "resnet56-resnet20-dkd") and "teacher_top1" in out["final"]
+    )
+    record = yaml.safe_load((out_dir / "resnet56-resnet20-dkd" / "config.yaml").read_text())
+    assert record["teacher_checkpoint"] == f"{teacher_dir}/checkpoints/best.pt"
+    assert record["method_args"] == {"beta": 2.0, "warmup": 1}  # the pair's beta, scaled warm-up
+    assert main(["train", *pair, "--method", "dkd", *tiny, "epochs=2", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["final"]["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scale", "huge", "--pair", "vgg13-vgg8", "--method", "kd"], "scale: unknown 'huge'"),
+        (["--scale", "cpu", "--pair", "vgg13-vgg9", "--method", "kd"], "allowed: resnet32x4-"),
+        (["--scale", "cpu", "--pair", "vgg13-vgg8", "--method", "ce"], "allowed: kd, dkd"),
+        (["--scale", "cpu", "--pair", "vgg13-vgg8", "--method", "kd", "epochs=0"], "epochs"),
+        (["--scale", "cpu"], "--pair ("),
+    ],
+)
+def test_bad_run_names_fail_before_any_work(tmp_path, argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from ..run.recipes import SCALES
+from ..run.config import TrainConfig
+from ..run.recipes import SCALES, recipe
 from .checkout import BOOK_DIR, runs_dir
 
 
@@ -26,12 +27,40 @@ def list_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
     return sorted(p for p in book_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
+#: The book's parameters that are its scale's recipe (`dfpt_core.run.recipes`): parameter ->
+#: recipe key. The notebooks' training settings are the recipe's, so a notebook run and
+#: `dfpt train --scale <scale>` share data, batch, lr, seed and lengths.
+FROM_RECIPE = {
+    "seed": "seed",
+    "device": "device",
+    "dataset": "dataset",
+    "in_chans": "in_chans",
+    "limit_train": "limit_train",
+    "limit_test": "limit_test",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "teacher_epochs": "teacher_epochs",
+    "student_epochs": "epochs",
+}
+
+
+def recipe_params(scale: str) -> dict:
+    """The book's parameters that come from `scale`'s recipe (`FROM_RECIPE`), plus
+    `teacher_checkpoint`: "published" where the recipe's teachers are the published ones, else
+    None (the notebook trains its teacher, or loads the shipped one)."""
+    values = {**TrainConfig().to_dict(), **recipe(scale)}
+    params = {name: values[key] for name, key in FROM_RECIPE.items()}
+    params["teacher_checkpoint"] = "published" if values["teachers"] == "published" else None
+    return params
+
+
 def load_params(scale: str, book_dir: Path = BOOK_DIR) -> dict:
-    """Parameters of a scale preset (book/params/<scale>.yaml)."""
+    """Parameters of a scale preset: the scale's recipe (`recipe_params`), overlaid with the
+    notebook-specific ones in book/params/<scale>.yaml."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     with open(book_dir / "params" / f"{scale}.yaml") as f:
-        return yaml.safe_load(f) or {}
+        return {**recipe_params(scale), **(yaml.safe_load(f) or {})}
 
 
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:

@@ -4,23 +4,16 @@ their sources: the DFPT-KD paper (Li et al., arXiv 2506.18244), the Decoupled KD
 
 from __future__ import annotations
 
+from ..run import recipes
+
 PAPER = "DFPT-KD (arXiv 2506.18244)"
 
-# (teacher, student): teacher, student alone, KD, DFPT-KD, DFPT-KDt; Tables I-II of the paper
-DFPT_CIFAR100 = {
-    ("resnet32x4", "resnet8x4"): (79.42, 72.50, 73.33, 77.48, 78.63),
-    ("resnet110", "resnet32"): (74.31, 71.14, 73.08, 73.92, 74.65),
-    ("resnet56", "resnet20"): (72.34, 69.06, 70.66, 71.32, 72.46),
-    ("wrn_40_2", "wrn_40_1"): (75.61, 71.98, 73.54, 75.47, 76.38),
-    ("wrn_40_2", "wrn_16_2"): (75.61, 73.26, 74.92, 76.68, 77.23),
-    ("vgg13", "vgg8"): (74.64, 70.36, 72.98, 75.23, 75.74),
-    ("resnet32x4", "ShuffleV1"): (79.42, 70.50, 74.07, 77.72, 79.05),
-    ("wrn_40_2", "ShuffleV1"): (75.61, 70.50, 74.83, 77.53, 78.29),
-    ("vgg13", "MobileNetV2"): (74.64, 64.60, 67.37, 70.26, 70.82),
-    ("ResNet50", "MobileNetV2"): (79.34, 64.60, 67.35, 70.89, 71.73),
-    ("resnet32x4", "ShuffleV2"): (79.42, 71.82, 74.45, 78.74, 79.85),
-}
-DFPT_COLUMNS = ("teacher", "student", "kd", "dfpt_kd", "dfpt_kdt")
+# The paper's CIFAR-100 pairs, (teacher, student): teacher, student alone, KD, DFPT-KD, DFPT-KDt
+# (Tables I-II), and Decoupled KD's published KD and DKD on them: the recipes' table of pairs
+# (the figures each run of `dfpt train --scale full --pair ...` reproduces), stated there.
+DFPT_CIFAR100 = recipes.DFPT_CIFAR100
+DFPT_COLUMNS = recipes.DFPT_COLUMNS
+DKD_CIFAR100 = recipes.DKD_CIFAR100
 
 # (teacher, student): TA accuracy, RCO, TAKD, DGKD, AAKD, DFPT-KD, DFPT-KDt
 CAPACITY_METHODS = {
@@ -29,21 +22,6 @@ CAPACITY_METHODS = {
     ("resnet32x4", "ShuffleV1"): (76.17, 75.31, 74.93, 76.13, 75.20, 77.72, 79.05),
 }
 CAPACITY_COLUMNS = ("ta", "rco", "takd", "dgkd", "aakd", "dfpt_kd", "dfpt_kdt")
-
-# Decoupled KD as published by its code base: (teacher, student): KD, DKD
-DKD_CIFAR100 = {
-    ("resnet56", "resnet20"): (70.66, 71.97),
-    ("resnet110", "resnet32"): (73.08, 74.11),
-    ("resnet32x4", "resnet8x4"): (73.33, 76.32),
-    ("wrn_40_2", "wrn_16_2"): (74.92, 76.23),
-    ("wrn_40_2", "wrn_40_1"): (73.54, 74.81),
-    ("vgg13", "vgg8"): (72.98, 74.68),
-    ("resnet32x4", "ShuffleV1"): (74.07, 76.45),
-    ("wrn_40_2", "ShuffleV1"): (74.83, 76.70),
-    ("vgg13", "MobileNetV2"): (67.37, 69.71),
-    ("ResNet50", "MobileNetV2"): (67.35, 70.35),
-    ("resnet32x4", "ShuffleV2"): (74.45, 77.07),
-}
 
 # Average teacher-student gap over the 11 pairs (paper, Table V), points
 TABLE_V_GAP = {"no distillation": 6.37, "kd": 3.98, "dfpt_kd": 1.41, "dfpt_kdt": 0.50}

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run.recipes import SCALES
+
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per training run under `root` (any depth): every `metrics.json` written by the
     Trainer (it has "method" and "best"), with the scale inferred from the path
-    (book-<scale>/..., or the runs/<scale>/ folders of the example configs)."""
+    (book-<scale>/..., or the runs/<scale>/ folders of `dfpt train --scale <scale>`)."""
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
         try:
@@ -62,6 +64,6 @@ def infer_scale(path: Path) -> str:
     for part in path.parts:
         if part.startswith("book-"):
             return part.removeprefix("book-")
-        if part in ("smoke", "cpu", "full"):
+        if part in SCALES:
             return part
     return "other"

@@ -11,6 +11,7 @@ import plotly.io as pio
 import torch
 
 from ..engine.runtime import seed_everything
+from ..run.recipes import recipe
 from .viz import RENDERER, is_live
 
 
@@ -51,6 +52,13 @@ def write_metrics(out_dir: str | os.PathLike, metrics: dict, **extra) -> Path:
     return path
 
 
+#: The recipe (`dfpt_core.run.recipes`) whose schedule and memory format every notebook run
+#: uses, at every scale: the book's runs are short, so each one follows a cosine schedule over
+#: its own epochs (also at `full` scale, where `dfpt train` uses the paper's multi-step one).
+BOOK_RECIPE = "cpu"
+BOOK_RECIPE_KEYS = ("schedule", "milestones", "channels_last")
+
+
 def common_args(
     dataset: str,
     in_chans: int,
@@ -64,8 +72,10 @@ def common_args(
     **extra,
 ) -> dict:
     """The training settings every run of a notebook shares (so runs hash, and cache, alike
-    across notebooks): the book trains with a cosine schedule over each run's epochs, in
-    channels_last memory format."""
+    across notebooks): the notebook's data, batch, lr, device and seed, and at every scale the
+    schedule and memory format of the book's recipe (`BOOK_RECIPE`: a cosine schedule over each
+    run's epochs, channels_last)."""
+    book = recipe(BOOK_RECIPE)
     return dict(
         dataset=dataset,
         in_chans=in_chans,
@@ -75,16 +85,15 @@ def common_args(
         lr=lr,
         device=device,
         seed=seed,
-        schedule="cosine",
-        milestones=[],
-        channels_last=True,  # 1.5-2.4x faster training steps on CPUs (bench/train_step.py)
+        **{key: book[key] for key in BOOK_RECIPE_KEYS},
         progress=is_live(live),
         **extra,
     )
 
 
 def preset_common(params: dict) -> dict:
-    """`common_args` from a scale's preset (book/params/<scale>.yaml, as `book.load_params`
-    reads it): what a notebook run at that scale shares, for scripts that train as the book does."""
+    """`common_args` from a scale's preset (as `book.load_params` returns it: the scale's recipe
+    and book/params/<scale>.yaml): what a notebook run at that scale shares, for scripts that
+    train as the book does."""
     keys = ("dataset", "in_chans", "limit_train", "limit_test", "batch_size", "lr", "device")
     return common_args(*(params[k] for k in keys), params["seed"], live=False)

@@ -1,0 +1,202 @@
+"""The book's runs keep their cache names now that its presets come from the scales' recipes
+(dfpt_core/run/recipes.py): the training settings a notebook passes (`nb.common_args` with the
+preset's values), and the `config_key` of its teacher, student-alone, distillation and stem
+runs, equal those computed before the change (from book/params/<scale>.yaml alone and the
+settings `common_args` hard-coded). A changed hash would make the book retrain everything and
+miss the shipped cpu teachers (data/teachers/cpu/<arch>-ce-<hash>/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dfpt_core.run.build
+import dfpt_core.workbook as nb
+from dfpt_core.methods.dkd import dkd_recipe
+from dfpt_core.run.recipes import SCALES
+from dfpt_core.workbook.book import load_params
+
+# The settings every notebook run at a scale shares, as `nb.common_args` returned them before
+# (`progress` aside, which is not hashed): keys, values and types.
+COMMON = {
+    "smoke": {
+        "dataset": "fashion_mnist",
+        "in_chans": 1,
+        "limit_train": 1000,
+        "limit_test": 500,
+        "batch_size": 64,
+        "lr": 0.05,
+        "device": "cpu",
+        "seed": 0,
+        "schedule": "cosine",
+        "milestones": [],
+        "channels_last": True,
+    },
+    "cpu": {
+        "dataset": "fashion_mnist",
+        "in_chans": 1,
+        "limit_train": 5000,
+        "limit_test": 1000,
+        "batch_size": 64,
+        "lr": 0.05,
+        "device": "auto",
+        "seed": 0,
+        "schedule": "cosine",
+        "milestones": [],
+        "channels_last": True,
+    },
+    "full": {
+        "dataset": "cifar100",
+        "in_chans": 3,
+        "limit_train": None,
+        "limit_test": None,
+        "batch_size": 64,
+        "lr": 0.05,
+        "device": "auto",
+        "seed": 0,
+        "schedule": "cosine",
+        "milestones": [],
+        "channels_last": True,
+    },
+}
+
+# `<run name>-<config_key>` of notebook-style runs, computed with the code before the presets
+# read the recipes (commit 6630784).
+RUN_NAMES = {
+    "smoke": {
+        "teacher resnet20": "resnet20-ce-68bda09118",
+        "teacher resnet8": "resnet8-ce-aff2f7e8a3",
+        "alone": "resnet8-ce-16de36d52d",
+        "kd": "resnet8-from-resnet20-kd-1dfb3098e4",
+        "dkd": "resnet8-from-resnet20-dkd-9528b837fb",
+        "dfpt_kdt": "resnet8-from-resnet20-dfpt_kdt-00461cbd2f",
+        "stem": "tv_resnet18-cifar-stem-374e0225a6",
+    },
+    "cpu": {
+        "teacher resnet20": "resnet20-ce-d4313d9c1a",  # shipped
+        "teacher resnet8": "resnet8-ce-277b7cb415",  # shipped
+        "teacher resnet32": "resnet32-ce-08a45782ee",  # shipped
+        "alone": "resnet8-ce-3a37a3435a",
+        "kd": "resnet8-from-resnet20-kd-ce43cf0bfb",
+        "dkd": "resnet8-from-resnet20-dkd-0c26dc9fec",
+        "dfpt_kdt": "resnet8-from-resnet20-dfpt_kdt-77a997016a",
+        "stem": "tv_resnet18-cifar-stem-008a1581a1",
+    },
+    "full": {
+        "teacher resnet32x4": "resnet32x4-ce-ca56dfa92c",
+        "teacher resnet56": "resnet56-ce-955a98e7aa",
+        "teacher resnet110": "resnet110-ce-94a7de87ea",
+        "alone": "resnet8x4-ce-62d112fbe1",
+        "kd": "resnet8x4-from-resnet32x4-kd-73473561f1",
+        "dkd": "resnet8x4-from-resnet32x4-dkd-5cd208dbbd",
+        "dfpt_kdt": "resnet8x4-from-resnet32x4-dfpt_kdt-ef2537a238",
+        "stem": "tv_resnet18-cifar-stem-34e2f25399",
+    },
+}
+
+
+class Trained(Exception):
+    """Raised instead of training: carries the run name the cache computed."""
+
+
+@pytest.fixture
+def run_name(monkeypatch):
+    """`run_name(lambda: nb.<call>)`: the cache name of the run the call would train or load."""
+
+    def refuse(cfg, **kwargs):
+        raise Trained(cfg.name)
+
+    monkeypatch.setattr(dfpt_core.run.build, "run", refuse)
+
+    def name(call) -> str:
+        try:
+            result = call()
+        except Trained as e:
+            return str(e)
+        return result.run.run_dir.name if isinstance(result, nb.Teacher) else result.run_dir.name
+
+    return name
+
+
+def notebook_common(p: dict, **extra) -> dict:
+    """`common` as the notebooks build it from their parameters."""
+    return nb.common_args(
+        p["dataset"],
+        p["in_chans"],
+        p["limit_train"],
+        p["limit_test"],
+        p["batch_size"],
+        p["lr"],
+        p["device"],
+        p["seed"],
+        False,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_common_args_are_unchanged(scale):
+    p = load_params(scale)
+    for common in (notebook_common(p), nb.preset_common(p)):
+        shared = {k: v for k, v in common.items() if k != "progress"}
+        assert shared == COMMON[scale]
+        assert {k: type(v) for k, v in shared.items()} == {
+            k: type(v) for k, v in COMMON[scale].items()
+        }
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_notebook_runs_keep_their_cache_names(scale, run_name, tmp_path):
+    p = load_params(scale)
+    common = notebook_common(p)
+    expected = RUN_NAMES[scale]
+    for arch in dict.fromkeys([p["teacher"], *p["gap_teachers"]]):
+        got = run_name(lambda arch=arch: nb.teacher(arch, tmp_path, common, p["teacher_epochs"]))
+        assert got == expected[f"teacher {arch}"], arch
+    student, epochs = p["student"], p["student_epochs"]
+    alone = run_name(
+        lambda: nb.cached_run(
+            f"{student}-ce", tmp_path, method="ce", student=student, epochs=epochs, **common
+        )
+    )
+    assert alone == expected["alone"]
+    # distillation from the teacher run the cache names (its checkpoint counts by folder name)
+    folder = expected[f"teacher {p['teacher']}"]
+    teacher = nb.Teacher(p["teacher"], Path(tmp_path) / folder / "checkpoints" / "best.pt")
+    for method, args in (
+        ("kd", {}),
+        ("dkd", dkd_recipe(p["teacher"], student, epochs)),  # as 08_baselines calls it
+        ("dfpt_kdt", {}),
+    ):
+        got = run_name(
+            lambda method=method, args=args: nb.distil(
+                method, teacher, student, tmp_path, common, epochs, **args
+            )
+        )
+        assert got == expected[method], method
+    # 03_stem_fix: its own data sizes, batch and lr, and Nesterov momentum
+    stem_common = nb.common_args(
+        p["stem_dataset"] or p["dataset"],
+        p["in_chans"],
+        p["stem_limit_train"],
+        p["stem_limit_test"],
+        p["stem_batch_size"] or p["batch_size"],
+        p["stem_lr"] or p["lr"],
+        p["device"],
+        p["seed"],
+        False,
+        nesterov=True,
+    )
+    stem = run_name(
+        lambda: nb.cached_run(
+            "tv_resnet18-cifar-stem",
+            tmp_path,
+            method="ce",
+            student="tv_resnet18",
+            student_args={"stem": "cifar"},
+            epochs=p["stem_epochs"],
+            **stem_common,
+        )
+    )
+    assert stem == expected["stem"]
