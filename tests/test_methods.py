@@ -321,6 +321,31 @@ def test_missing_networks_are_clear_errors(method, arg, zoo):
         create(method, student=net("resnet8"), **{arg: [zoo.assistant]})
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_every_tensor_has_one_state_dict_key(method, zoo):
+    seen = {}
+    for key, value in build(method, zoo).state_dict().items():
+        if value.numel():
+            assert value.data_ptr() not in seen, f"{key} is {seen[value.data_ptr()]} again"
+            seen[value.data_ptr()] = key
+
+
+@pytest.mark.parametrize("method", ("dfpt_kd", "dfpt_kdt"))
+def test_the_dual_path_teacher_owns_the_teacher(method, zoo):
+    """The teacher is registered once, as `dual.original`; `teachers` views it (frozen, in eval
+    mode), so the state dict holds the student and the dual path teacher, nothing twice."""
+    d = build(method, zoo)
+    assert d.dual.original is d.teacher is d.teachers["teacher"] is zoo.assistant
+    keys = list(d.state_dict())
+    teacher_keys = [f"dual.original.{k}" for k in d.teacher.state_dict()]
+    assert [k for k in keys if k.startswith("dual.original.")] == teacher_keys
+    assert not [k for k in keys if k.startswith("teachers.")]
+    assert len(keys) == len(d.student.state_dict()) + len(d.dual.state_dict())
+    d.train()
+    assert not d.teacher.training and not any(p.requires_grad for p in d.teacher.parameters())
+    copy.deepcopy(d).load_state_dict(d.state_dict())  # strict: the same keys both ways
+
+
 # ------------------------------------------------------------------------------------------
 # DKD
 # ------------------------------------------------------------------------------------------

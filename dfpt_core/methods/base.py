@@ -37,10 +37,24 @@ class Distiller(nn.Module):
     # keyword arguments that take networks (assistants, anchors), not hyperparameters
     network_args: tuple[str, ...] = ()
 
-    def __init__(self, student: nn.Module, teachers: dict[str, nn.Module] | None = None):
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: dict[str, nn.Module] | None = None,
+        *,
+        register_teachers: bool = True,
+    ):
+        """`teachers` are frozen and held in `self.teachers`. With `register_teachers=False`
+        they are not registered as submodules of the distiller: a submodule that the subclass
+        registers owns them (DFPT's DualPathTeacher), so each of their tensors has one
+        state-dict key; `self.teachers` is then a view with the same ModuleDict interface."""
         super().__init__()
         self.student = student
-        self.teachers = nn.ModuleDict({k: freeze(v) for k, v in (teachers or {}).items()})
+        frozen = nn.ModuleDict({k: freeze(v) for k, v in (teachers or {}).items()})
+        if register_teachers:
+            self.teachers = frozen
+        else:
+            object.__setattr__(self, "teachers", frozen)
 
     @property
     def teacher(self) -> nn.Module:

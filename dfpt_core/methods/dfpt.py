@@ -34,6 +34,14 @@ SUPERVISION = ("both", "teacher", "student")
 
 
 class DFPTBase(Distiller):
+    """What DFPT-KD and DFPT-KDt share: the losses above, the dual path teacher, the groups.
+
+    The DualPathTeacher (`self.dual`) owns the teacher: it is registered once, as
+    `dual.original`; `self.teachers` views it without registering it a second time, so the
+    teacher stays frozen, in eval mode and reachable as `self.teacher`, and each of its tensors
+    has one state-dict key.
+    """
+
     finetune = False
     network_args = ("spec",)  # a StageSpec for a teacher without `stage_spec`
 
@@ -64,7 +72,7 @@ class DFPTBase(Distiller):
         prompt_weight_decay: float | None = None,
         input_size: Sequence[int] = (3, 32, 32),
     ):
-        super().__init__(student, {"teacher": teacher})
+        super().__init__(student, {"teacher": teacher}, register_teachers=False)
         if supervision not in SUPERVISION:
             raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
         self.dual = DualPathTeacher(
