@@ -24,9 +24,16 @@ import torch.nn.functional as F
 
 from dfpt_core import data
 from dfpt_core.losses import dkd_loss, feature_kd_loss, kd_loss
-from dfpt_core.methods import create, hyperparameters, list_methods
+from dfpt_core.methods import (
+    DEFAULT_CONTEXT,
+    RunContext,
+    create,
+    hyperparameters,
+    list_methods,
+    method_class,
+)
 from dfpt_core.methods.dkd import DKD_BETA, dkd_beta, dkd_recipe
-from dfpt_core.methods.trajectory import equal_interval_switches
+from dfpt_core.methods.rco import equal_interval_switches
 from dfpt_core.models import Stages, create_model, save_checkpoint
 from dfpt_core.run.config import ConfigError, TrainConfig, make_config
 from dfpt_core.run.recipes import takd_stage_configs
@@ -34,6 +41,7 @@ from dfpt_core.run.recipes import takd_stage_configs
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "eskd", "rco", "dfpt_kd", "dfpt_kdt")
 SIZE = 16  # images are pooled 32x32 -> 16x16
 INPUT = (1, SIZE, SIZE)
+RUN = RunContext(10, INPUT, DEFAULT_CONTEXT.epochs)  # the run `create` is told of (240 epochs)
 EPOCH = 30  # epoch passed in the generic checks: past DKD's warm-up, on RCO's final anchor
 TEACHER_STEPS, EARLY_STEP, MID_STEP = 240, 30, 90  # teacher training and its route snapshots
 TA_STEPS = 120
@@ -178,8 +186,9 @@ def batch(zoo):
     return zoo.x[:32], zoo.y[:32]
 
 
-def build(method: str, zoo, student_seed: int = 0, **hp):
-    """`create(method, ...)` with the networks the method needs, from the zoo."""
+def build(method: str, zoo, student_seed: int = 0, context: RunContext = RUN, **hp):
+    """`create(method, ...)` with the networks the method needs, from the zoo, for a run of
+    `context` (16x16 images, 240 epochs by default)."""
     nets = {} if method == "ce" else {"teacher": zoo.teacher}
     if method in ("takd", "dgkd"):
         nets["assistants"] = [zoo.assistant]
@@ -190,9 +199,7 @@ def build(method: str, zoo, student_seed: int = 0, **hp):
         nets["teacher"] = zoo.early
     if method in ("dfpt_kd", "dfpt_kdt"):  # the prompt path runs (KDt: fine-tunes) a teacher
         nets["teacher"] = zoo.assistant  # copy with gradients: the resnet14 keeps it affordable
-    if method in ("fitnet", "dfpt_kd", "dfpt_kdt"):
-        hp.setdefault("input_size", INPUT)
-    return create(method, student=net("resnet8", seed=student_seed), **nets, **hp)
+    return create(method, student=net("resnet8", seed=student_seed), **nets, context=context, **hp)
 
 
 def frozen_state(distiller) -> dict[str, torch.Tensor]:
@@ -321,6 +328,68 @@ def test_missing_networks_are_clear_errors(method, arg, zoo):
         create(method, student=net("resnet8"), **{arg: [zoo.assistant]})
 
 
+# ------------------------------------------------------------------------------------------
+# the method contract: declared networks, hyperparameter dataclasses, the run context
+# ------------------------------------------------------------------------------------------
+REQUIRES = {
+    "ce": (),
+    "kd": ("teacher",),
+    "dkd": ("teacher",),
+    "fitnet": ("teacher",),
+    "takd": ("teacher", "assistants"),
+    "dgkd": ("teacher", "assistants"),
+    "eskd": ("teacher",),
+    "rco": ("teacher", "anchors"),
+    "dfpt_kd": ("teacher",),
+    "dfpt_kdt": ("teacher",),
+}
+
+
+def test_methods_declare_the_networks_they_require():
+    assert {m: method_class(m).requires for m in METHODS} == REQUIRES
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_hyperparameter_dataclass_holds_the_defaults(method, zoo):
+    cls = method_class(method)
+    assert dataclasses.is_dataclass(cls.Hparams)
+    assert dataclasses.asdict(cls.Hparams()) == hyperparameters(method)
+    assert [f.name for f in dataclasses.fields(cls.Hparams)] == list(hyperparameters(method))
+    # networks, optional inputs and facts of the run are not hyperparameters
+    others = {"input_size", "total_epochs", "epochs", "context", *cls.requires, *cls.optional}
+    assert not others & set(hyperparameters(method))
+    given = {"epochs_per_anchor": 2} if method == "rco" else {}  # what build() sets
+    assert build(method, zoo).hp == cls.Hparams(**given)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_metric_temperature_is_the_methods_own_temperature(method, zoo):
+    """The trainer's KD-decomposition metrics run at `metric_temperature`: the method's T, or
+    4.0 for methods without one (ce, fitnet)."""
+    assert build(method, zoo).metric_temperature == 4.0
+    if "temperature" in hyperparameters(method):
+        assert build(method, zoo, temperature=2.5).metric_temperature == 2.5
+
+
+def test_facts_of_the_run_are_not_hyperparameters(zoo):
+    with pytest.raises(TypeError, match=r"\['total_epochs'\].*valid: .*epochs_per_anchor=None"):
+        create(
+            "rco",
+            student=net("resnet8"),
+            teacher=zoo.teacher,
+            anchors=zoo.anchors,
+            total_epochs=10,
+        )
+    with pytest.raises(TypeError, match=r"\['input_size'\].*valid: .*head_init='random'"):
+        create("dfpt_kd", student=net("resnet8"), teacher=zoo.teacher, input_size=INPUT)
+    with pytest.raises(ConfigError, match=r"method_args: \['input_size'\]"):
+        make_config({"method": "fitnet", "teacher": "resnet20", "method_args": {"input_size": 1}})
+    with pytest.raises(TypeError, match="context must be a RunContext"):
+        create("kd", student=net("resnet8"), teacher=zoo.teacher, context=(1, 16, 16))
+    default = DEFAULT_CONTEXT
+    assert (default.num_classes, default.input_size, default.epochs) == (100, (3, 32, 32), 240)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_tensor_has_one_state_dict_key(method, zoo):
     seen = {}
@@ -398,7 +467,7 @@ def test_dkd_recipe_scales_the_warmup_and_keeps_only_non_defaults():
 def test_fitnet_projections_map_student_to_teacher_channels():
     teacher = create_model("resnet8x4", num_classes=10, in_chans=1)  # widths 32/64/128/256
     distiller = create(
-        "fitnet", student=net("resnet8"), teacher=teacher, boundaries=[3, 1], input_size=INPUT
+        "fitnet", student=net("resnet8"), teacher=teacher, boundaries=[3, 1], context=RUN
     )
     assert distiller.boundaries == (1, 3)
     shapes = [tuple(p.weight.shape) for p in distiller.projections]
@@ -407,9 +476,7 @@ def test_fitnet_projections_map_student_to_teacher_channels():
     assert hyperparameters("fitnet")["boundaries"] == (2,)
     for bad in [(4,), (), (1, 1), ("2",)]:
         with pytest.raises(ValueError, match="boundar"):
-            create(
-                "fitnet", student=net("resnet8"), teacher=teacher, boundaries=bad, input_size=INPUT
-            )
+            create("fitnet", student=net("resnet8"), teacher=teacher, boundaries=bad, context=RUN)
 
 
 def test_fitnet_hint_is_feature_kd_loss_of_projected_features(zoo, batch):
@@ -499,7 +566,7 @@ def test_takd_stage_configs(tmp_path):
 
 @pytest.fixture
 def restore_determinism():
-    """`experiment.build` seeds and switches on deterministic algorithms: undo it afterwards."""
+    """`run.build.build` seeds and switches on deterministic algorithms: undo it afterwards."""
     previous = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(previous)
@@ -669,7 +736,8 @@ def test_rco_anchor_depends_only_on_the_epoch(zoo, batch):
 
 def test_rco_equal_interval_schedules_and_errors(zoo):
     assert build("rco", zoo, epochs_per_anchor=None).switch_epochs == (80, 160)  # 240 / 3
-    assert build("rco", zoo, epochs_per_anchor=None, total_epochs=10).switch_epochs == (3, 6)
+    ten_epochs = RunContext(10, INPUT, epochs=10)  # the run's length comes from the context
+    assert build("rco", zoo, context=ten_epochs, epochs_per_anchor=None).switch_epochs == (3, 6)
     assert build("rco", zoo, epochs_per_anchor=10).switch_epochs == (10, 20)
     assert equal_interval_switches(4, 240) == (60, 120, 180)
     with_teacher = create(
@@ -685,5 +753,5 @@ def test_rco_equal_interval_schedules_and_errors(zoo):
             build("rco", zoo, epochs_per_anchor=None, switch_epochs=bad)
     with pytest.raises(ValueError, match="not both"):
         build("rco", zoo, switch_epochs=(3, 7))  # build() also sets epochs_per_anchor
-    with pytest.raises(ValueError, match="total_epochs"):
-        build("rco", zoo, epochs_per_anchor=None, total_epochs=2)
+    with pytest.raises(ValueError, match="cannot split 2 epochs into 3"):
+        build("rco", zoo, context=RunContext(10, INPUT, epochs=2), epochs_per_anchor=None)
