@@ -35,7 +35,7 @@ from dfpt_core.methods import (
 from dfpt_core.methods.dkd import DKD_BETA, dkd_beta, dkd_recipe
 from dfpt_core.methods.rco import equal_interval_switches
 from dfpt_core.models import Stages, create_model, save_checkpoint
-from dfpt_core.run.config import ConfigError, TrainConfig, make_config
+from dfpt_core.run.config import ConfigError, TrainConfig, load_config, make_config
 from dfpt_core.run.recipes import takd_stage_configs
 
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "eskd", "rco", "dfpt_kd", "dfpt_kdt")
@@ -415,6 +415,112 @@ def test_the_dual_path_teacher_owns_the_teacher(method, zoo):
     copy.deepcopy(d).load_state_dict(d.state_dict())  # strict: the same keys both ways
 
 
+def test_the_builder_builds_exactly_what_the_method_requires(
+    zoo, fmnist_root, tmp_path, restore_determinism
+):
+    from dfpt_core.run.build import build as build_run
+    from dfpt_core.run.build import build_networks
+
+    def saved(model, name):
+        return str(save_checkpoint({"model": model.state_dict()}, tmp_path / name))
+
+    base = TrainConfig(
+        student="resnet8",
+        teacher="resnet20",
+        teacher_checkpoint=saved(zoo.teacher, "teacher.pt"),
+        dataset="fashion_mnist",
+        data_root=str(fmnist_root),
+        in_chans=1,
+        limit_train=64,
+        limit_test=32,
+        epochs=6,
+        batch_size=32,
+        eval_batch_size=32,
+        milestones=[],
+        device="cpu",
+        progress=False,
+        out_dir=str(tmp_path / "runs"),
+    )
+    assert set(build_networks(dataclasses.replace(base, method="ce"), 10)) == {"student"}
+    assert set(build_networks(dataclasses.replace(base, method="kd"), 10)) == {"student", "teacher"}
+    takd = dataclasses.replace(base, method="takd").validate()
+    with pytest.raises(
+        ValueError, match=r"'takd' needs networks\.assistants.*networks: \{assistants"
+    ):
+        build_networks(takd, 10)
+    # RCO: anchors in the teacher's architecture (the default), spaced over the config's epochs
+    anchors = [{"checkpoint": saved(a, f"anchor{i}.pt")} for i, a in enumerate(zoo.anchors)]
+    rco = dataclasses.replace(base, method="rco", networks={"anchors": anchors}).validate()
+    distiller = build_run(rco)[0]
+    assert distiller.route == ("anchor0", "anchor1", "teacher")
+    assert distiller.switch_epochs == (2, 4)  # 6 epochs over 3 points of the route
+    for name, anchor in zip(distiller.route, zoo.anchors, strict=False):
+        for k, v in distiller.teachers[name].state_dict().items():
+            assert torch.equal(v, anchor.state_dict()[k]), (name, k)
+    # FitNet: its projections are sized for the dataset's input size, from the context
+    fitnet = build_run(dataclasses.replace(base, method="fitnet").validate())[0]
+    assert fitnet.input_size == (1, 32, 32)
+
+
+def test_networks_in_a_config_are_validated_naming_the_key():
+    base = {"method": "takd", "student": "resnet8", "teacher": "resnet20"}
+
+    def refused(networks, match, **values):
+        with pytest.raises(ConfigError, match=match):
+            make_config({**base, **values, "networks": networks})
+
+    ta = {"arch": "resnet14", "checkpoint": "ta.pt"}
+    refused(
+        {"assistants": [{**ta, "arch": "resnet999"}]},
+        r"networks\.assistants\[0\]\.arch: unknown model 'resnet999'",
+    )
+    refused(
+        {"assistants": [{"arch": "resnet14"}]}, r"networks\.assistants\[0\]\.checkpoint: required"
+    )
+    refused(
+        {"assistants": [{**ta, "weights": 1}]},
+        r"networks\.assistants\[0\]: unknown key\(s\) \['weights'\]",
+    )
+    refused(
+        {"assistants": [{**ta, "args": [1]}]},
+        r"networks\.assistants\[0\]\.args: expected a mapping",
+    )
+    refused({"assistants": ta}, r"networks\.assistants: expected a list")
+    refused(
+        {"anchors": [ta]},
+        r"networks\.anchors: method 'takd' takes no 'anchors' networks \(it takes: assistants\)",
+    )
+    refused({"teacher": [ta]}, r"networks\.teacher: .*teacher_checkpoint")
+    refused(
+        {"anchors": [{"checkpoint": "a.pt"}]},
+        r"networks\.anchors\[0\]\.arch: missing",
+        method="rco",
+        teacher=None,
+    )
+    cfg = make_config({**base, "networks": {"assistants": [ta]}})
+    assert cfg.networks_of("assistants") == [{**ta, "args": {}}]
+    # an anchor without `arch` is a checkpoint of the teacher: its architecture and options
+    rco = make_config(
+        {
+            "method": "rco",
+            "teacher": "tv_resnet18",
+            "teacher_args": {"stem": "cifar"},
+            "networks": {"anchors": [{"checkpoint": "a.pt"}, {**ta, "checkpoint": "b.pt"}]},
+        }
+    )
+    assert rco.networks_of("anchors") == [
+        {"arch": "tv_resnet18", "checkpoint": "a.pt", "args": {"stem": "cifar"}},
+        {"arch": "resnet14", "checkpoint": "b.pt", "args": {}},
+    ]
+    # and from the command line
+    over = [
+        "method=takd",
+        "teacher=resnet20",
+        "networks.assistants=[{arch: resnet14, checkpoint: ta.pt}]",
+    ]
+    assert load_config(None, over).networks == {"assistants": [ta]}
+
+
 # ------------------------------------------------------------------------------------------
 # DKD
 # ------------------------------------------------------------------------------------------
@@ -544,22 +650,23 @@ def test_takd_stage_configs(tmp_path):
     )
     stage1, stage2 = takd_stage_configs(base, "resnet14")
     assert (stage1.method, stage1.student, stage1.teacher) == ("kd", "resnet14", "resnet20")
-    assert stage1.teacher_checkpoint == "teacher.pt" and stage1.assistants == []
+    assert stage1.teacher_checkpoint == "teacher.pt" and stage1.networks == {}
     assert stage1.name == "r8-ta1-resnet14" and stage1.method_args == {"temperature": 2.0}
     best = str(tmp_path / "r8-ta1-resnet14" / "checkpoints" / "best.pt")
     assert (stage2.method, stage2.student, stage2.teacher) == ("takd", "resnet8", "resnet20")
-    assert stage2.assistants == ["resnet14"] and stage2.assistant_checkpoints == [best]
+    assert stage2.networks == {"assistants": [{"arch": "resnet14", "checkpoint": best}]}
     assert stage2.name == "r8" and stage2.method_args == {"temperature": 2.0}
-    assert dataclasses.replace(stage2, assistants=[], assistant_checkpoints=[]) == (
-        dataclasses.replace(base, assistants=[], assistant_checkpoints=[])
-    )
+    assert dataclasses.replace(stage2, networks={}) == dataclasses.replace(base, networks={})
     chain = takd_stage_configs(base, ["resnet32", "resnet14"])
-    assert [(c.method, c.student, c.assistants) for c in chain] == [
+    assert [
+        (c.method, c.student, [a["arch"] for a in c.networks.get("assistants", [])]) for c in chain
+    ] == [
         ("kd", "resnet32", []),
         ("takd", "resnet14", ["resnet32"]),
         ("takd", "resnet8", ["resnet32", "resnet14"]),
     ]
-    assert chain[2].assistant_checkpoints[1].endswith("r8-ta2-resnet14/checkpoints/best.pt")
+    checkpoint = chain[2].networks["assistants"][1]["checkpoint"]
+    assert checkpoint.endswith("r8-ta2-resnet14/checkpoints/best.pt")
     with pytest.raises(ValueError, match="teacher"):
         takd_stage_configs(dataclasses.replace(base, teacher=None), "resnet14")
 

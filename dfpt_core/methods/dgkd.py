@@ -71,7 +71,7 @@ class DGKD(Distiller):
             "assistants",
             "dgkd",
             "trained teacher assistants that teach the student together with the teacher; in "
-            "a TrainConfig: assistants + assistant_checkpoints",
+            "a TrainConfig: networks.assistants",
         )
         names = [f"assistant{i}" for i in range(len(assistants))]
         super().__init__(

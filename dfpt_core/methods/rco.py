@@ -42,7 +42,7 @@ class RCO(Distiller):
     teacher's optimisation route instead of by the converged teacher alone).
 
     - `anchors`: teacher checkpoints ordered from early to late (in a TrainConfig:
-      `anchor_checkpoints`, loaded into the teacher's architecture); required. The converged
+      `networks.anchors`, loaded into the teacher's architecture); required. The converged
       `teacher` is the last point of the route (if it is also the last anchor, it is not
       repeated).
     - Schedule, a pure function of the 0-based epoch: anchor index = number of switch epochs
@@ -82,7 +82,7 @@ class RCO(Distiller):
             "anchors",
             "rco",
             "teacher checkpoints from early to late training, the converged teacher last or "
-            "as teacher=; in a TrainConfig: anchor_checkpoints",
+            "as teacher=; in a TrainConfig: networks.anchors",
         )
         if anchors[-1] is teacher:
             anchors = anchors[:-1]

@@ -61,7 +61,7 @@ class TAKD(Distiller):
             "assistants",
             "takd",
             "trained teacher assistants, the student learns from the last one; in a "
-            "TrainConfig: assistants + assistant_checkpoints, see takd_stage_configs",
+            "TrainConfig: networks.assistants, see takd_stage_configs",
         )
         names = [f"assistant{i}" for i in range(len(assistants))]
         super().__init__(

@@ -15,8 +15,9 @@ from .weights import load_network
 
 
 def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
-    """Keyword arguments for `methods.create`: the student, and the networks the method
-    `requires`, loaded in that order."""
+    """Keyword arguments for `methods.create`: the student, and exactly the networks the method
+    `requires` ("teacher" from teacher/teacher_checkpoint/teacher_args, every other role from
+    `cfg.networks`), loaded in that order."""
     if cfg.student_checkpoint is None:
         student = create_model(
             cfg.student, num_classes=num_classes, in_chans=cfg.in_chans, **cfg.student_args
@@ -44,24 +45,32 @@ def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
                 "teacher",
                 **cfg.teacher_args,
             )
-        elif role == "assistants":
-            if len(cfg.assistant_checkpoints) != len(cfg.assistants):
-                raise ValueError(
-                    f"{len(cfg.assistants)} assistants but "
-                    f"{len(cfg.assistant_checkpoints)} assistant_checkpoints"
-                )
-            nets["assistants"] = [
-                load_network(a, c, num_classes, cfg.in_chans, "assistant")
-                for a, c in zip(cfg.assistants, cfg.assistant_checkpoints, strict=True)
-            ]
-        elif role == "anchors":
-            nets["anchors"] = [
-                load_network(
-                    cfg.teacher, c, num_classes, cfg.in_chans, "anchor", **cfg.teacher_args
-                )
-                for c in cfg.anchor_checkpoints
-            ]
+        else:
+            nets[role] = load_role(cfg, role, num_classes)
     return nets
+
+
+def load_role(cfg: TrainConfig, role: str, num_classes: int) -> list:
+    """The networks `cfg.networks` gives for `role` (a role in the method's `requires` other
+    than "teacher"), loaded; a clear error when the config gives none."""
+    specs = cfg.networks_of(role)
+    if not specs:
+        raise ValueError(
+            f"method {cfg.method!r} needs networks.{role}: give them in the config as "
+            f"`networks: {{{role}: [{{arch: <model>, checkpoint: <path>}}, ...]}}` (arch "
+            "defaults to the teacher's)"
+        )
+    return [
+        load_network(
+            spec["arch"],
+            spec["checkpoint"],
+            num_classes,
+            cfg.in_chans,
+            f"networks.{role}[{i}]",
+            **spec["args"],
+        )
+        for i, spec in enumerate(specs)
+    ]
 
 
 def build(cfg: TrainConfig):
