@@ -17,7 +17,7 @@ from _naive import NAIVE, naive_dfpt_kd
 from runner import environment
 from torch import nn
 
-from dfpt_core.methods import create, hyperparameters
+from dfpt_core.methods import DEFAULT_CONTEXT, RunContext, create
 from dfpt_core.models import create_model
 
 METHODS = ("ce", "kd", "dkd", "fitnet", "dfpt_kd", "dfpt_kdt")
@@ -99,8 +99,8 @@ def build(entrant: str, pair: Pair, device: torch.device) -> nn.Module:
     t = None if method == "ce" else teacher(pair)
     torch.manual_seed(0)  # after teacher(): the same student and prompt blocks in every build
     student = create_model(pair.student, num_classes=pair.num_classes, in_chans=pair.in_chans)
-    kw = {"input_size": pair.input_size} if "input_size" in hyperparameters(method) else {}
-    distiller = create(method, student=student, teacher=t, **kw)
+    context = RunContext(pair.num_classes, pair.input_size, DEFAULT_CONTEXT.epochs)
+    distiller = create(method, student=student, teacher=t, context=context)
     if entrant == NAIVE:
         naive_dfpt_kd(distiller)
     return distiller.to(device).train()

@@ -66,8 +66,11 @@ def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dic
         student=student,
         teacher=teacher.arch,
         teacher_checkpoint=str(teacher.checkpoint),
-        assistants=[params["baselines_assistant"]],
-        assistant_checkpoints=[str(assistant.checkpoint())],
+        networks={
+            "assistants": [
+                {"arch": params["baselines_assistant"], "checkpoint": str(assistant.checkpoint())}
+            ]
+        },
         epochs=epochs,
         **common,
     )

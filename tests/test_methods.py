@@ -24,16 +24,24 @@ import torch.nn.functional as F
 
 from dfpt_core import data
 from dfpt_core.losses import dkd_loss, feature_kd_loss, kd_loss
-from dfpt_core.methods import create, hyperparameters, list_methods
+from dfpt_core.methods import (
+    DEFAULT_CONTEXT,
+    RunContext,
+    create,
+    hyperparameters,
+    list_methods,
+    method_class,
+)
 from dfpt_core.methods.dkd import DKD_BETA, dkd_beta, dkd_recipe
-from dfpt_core.methods.trajectory import equal_interval_switches
+from dfpt_core.methods.rco import equal_interval_switches
 from dfpt_core.models import Stages, create_model, save_checkpoint
-from dfpt_core.run.config import ConfigError, TrainConfig, make_config
+from dfpt_core.run.config import ConfigError, TrainConfig, load_config, make_config
 from dfpt_core.run.recipes import takd_stage_configs
 
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "eskd", "rco", "dfpt_kd", "dfpt_kdt")
 SIZE = 16  # images are pooled 32x32 -> 16x16
 INPUT = (1, SIZE, SIZE)
+RUN = RunContext(10, INPUT, DEFAULT_CONTEXT.epochs)  # the run `create` is told of (240 epochs)
 EPOCH = 30  # epoch passed in the generic checks: past DKD's warm-up, on RCO's final anchor
 TEACHER_STEPS, EARLY_STEP, MID_STEP = 240, 30, 90  # teacher training and its route snapshots
 TA_STEPS = 120
@@ -178,8 +186,9 @@ def batch(zoo):
     return zoo.x[:32], zoo.y[:32]
 
 
-def build(method: str, zoo, student_seed: int = 0, **hp):
-    """`create(method, ...)` with the networks the method needs, from the zoo."""
+def build(method: str, zoo, student_seed: int = 0, context: RunContext = RUN, **hp):
+    """`create(method, ...)` with the networks the method needs, from the zoo, for a run of
+    `context` (16x16 images, 240 epochs by default)."""
     nets = {} if method == "ce" else {"teacher": zoo.teacher}
     if method in ("takd", "dgkd"):
         nets["assistants"] = [zoo.assistant]
@@ -190,9 +199,7 @@ def build(method: str, zoo, student_seed: int = 0, **hp):
         nets["teacher"] = zoo.early
     if method in ("dfpt_kd", "dfpt_kdt"):  # the prompt path runs (KDt: fine-tunes) a teacher
         nets["teacher"] = zoo.assistant  # copy with gradients: the resnet14 keeps it affordable
-    if method in ("fitnet", "dfpt_kd", "dfpt_kdt"):
-        hp.setdefault("input_size", INPUT)
-    return create(method, student=net("resnet8", seed=student_seed), **nets, **hp)
+    return create(method, student=net("resnet8", seed=student_seed), **nets, context=context, **hp)
 
 
 def frozen_state(distiller) -> dict[str, torch.Tensor]:
@@ -322,6 +329,199 @@ def test_missing_networks_are_clear_errors(method, arg, zoo):
 
 
 # ------------------------------------------------------------------------------------------
+# the method contract: declared networks, hyperparameter dataclasses, the run context
+# ------------------------------------------------------------------------------------------
+REQUIRES = {
+    "ce": (),
+    "kd": ("teacher",),
+    "dkd": ("teacher",),
+    "fitnet": ("teacher",),
+    "takd": ("teacher", "assistants"),
+    "dgkd": ("teacher", "assistants"),
+    "eskd": ("teacher",),
+    "rco": ("teacher", "anchors"),
+    "dfpt_kd": ("teacher",),
+    "dfpt_kdt": ("teacher",),
+}
+
+
+def test_methods_declare_the_networks_they_require():
+    assert {m: method_class(m).requires for m in METHODS} == REQUIRES
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_hyperparameter_dataclass_holds_the_defaults(method, zoo):
+    cls = method_class(method)
+    assert dataclasses.is_dataclass(cls.Hparams)
+    assert dataclasses.asdict(cls.Hparams()) == hyperparameters(method)
+    assert [f.name for f in dataclasses.fields(cls.Hparams)] == list(hyperparameters(method))
+    # networks, optional inputs and facts of the run are not hyperparameters
+    others = {"input_size", "total_epochs", "epochs", "context", *cls.requires, *cls.optional}
+    assert not others & set(hyperparameters(method))
+    given = {"epochs_per_anchor": 2} if method == "rco" else {}  # what build() sets
+    assert build(method, zoo).hp == cls.Hparams(**given)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_metric_temperature_is_the_methods_own_temperature(method, zoo):
+    """The trainer's KD-decomposition metrics run at `metric_temperature`: the method's T, or
+    4.0 for methods without one (ce, fitnet)."""
+    assert build(method, zoo).metric_temperature == 4.0
+    if "temperature" in hyperparameters(method):
+        assert build(method, zoo, temperature=2.5).metric_temperature == 2.5
+
+
+def test_facts_of_the_run_are_not_hyperparameters(zoo):
+    with pytest.raises(TypeError, match=r"\['total_epochs'\].*valid: .*epochs_per_anchor=None"):
+        create(
+            "rco",
+            student=net("resnet8"),
+            teacher=zoo.teacher,
+            anchors=zoo.anchors,
+            total_epochs=10,
+        )
+    with pytest.raises(TypeError, match=r"\['input_size'\].*valid: .*head_init='random'"):
+        create("dfpt_kd", student=net("resnet8"), teacher=zoo.teacher, input_size=INPUT)
+    with pytest.raises(ConfigError, match=r"method_args: \['input_size'\]"):
+        make_config({"method": "fitnet", "teacher": "resnet20", "method_args": {"input_size": 1}})
+    with pytest.raises(TypeError, match="context must be a RunContext"):
+        create("kd", student=net("resnet8"), teacher=zoo.teacher, context=(1, 16, 16))
+    default = DEFAULT_CONTEXT
+    assert (default.num_classes, default.input_size, default.epochs) == (100, (3, 32, 32), 240)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_tensor_has_one_state_dict_key(method, zoo):
+    seen = {}
+    for key, value in build(method, zoo).state_dict().items():
+        if value.numel():
+            assert value.data_ptr() not in seen, f"{key} is {seen[value.data_ptr()]} again"
+            seen[value.data_ptr()] = key
+
+
+@pytest.mark.parametrize("method", ("dfpt_kd", "dfpt_kdt"))
+def test_the_dual_path_teacher_owns_the_teacher(method, zoo):
+    """The teacher is registered once, as `dual.original`; `teachers` views it (frozen, in eval
+    mode), so the state dict holds the student and the dual path teacher, nothing twice."""
+    d = build(method, zoo)
+    assert d.dual.original is d.teacher is d.teachers["teacher"] is zoo.assistant
+    keys = list(d.state_dict())
+    teacher_keys = [f"dual.original.{k}" for k in d.teacher.state_dict()]
+    assert [k for k in keys if k.startswith("dual.original.")] == teacher_keys
+    assert not [k for k in keys if k.startswith("teachers.")]
+    assert len(keys) == len(d.student.state_dict()) + len(d.dual.state_dict())
+    d.train()
+    assert not d.teacher.training and not any(p.requires_grad for p in d.teacher.parameters())
+    copy.deepcopy(d).load_state_dict(d.state_dict())  # strict: the same keys both ways
+
+
+def test_the_builder_builds_exactly_what_the_method_requires(
+    zoo, fmnist_root, tmp_path, restore_determinism
+):
+    from dfpt_core.run.build import build as build_run
+    from dfpt_core.run.build import build_networks
+
+    def saved(model, name):
+        return str(save_checkpoint({"model": model.state_dict()}, tmp_path / name))
+
+    base = TrainConfig(
+        student="resnet8",
+        teacher="resnet20",
+        teacher_checkpoint=saved(zoo.teacher, "teacher.pt"),
+        dataset="fashion_mnist",
+        data_root=str(fmnist_root),
+        in_chans=1,
+        limit_train=64,
+        limit_test=32,
+        epochs=6,
+        batch_size=32,
+        eval_batch_size=32,
+        milestones=[],
+        device="cpu",
+        progress=False,
+        out_dir=str(tmp_path / "runs"),
+    )
+    assert set(build_networks(dataclasses.replace(base, method="ce"), 10)) == {"student"}
+    assert set(build_networks(dataclasses.replace(base, method="kd"), 10)) == {"student", "teacher"}
+    takd = dataclasses.replace(base, method="takd").validate()
+    with pytest.raises(
+        ValueError, match=r"'takd' needs networks\.assistants.*networks: \{assistants"
+    ):
+        build_networks(takd, 10)
+    # RCO: anchors in the teacher's architecture (the default), spaced over the config's epochs
+    anchors = [{"checkpoint": saved(a, f"anchor{i}.pt")} for i, a in enumerate(zoo.anchors)]
+    rco = dataclasses.replace(base, method="rco", networks={"anchors": anchors}).validate()
+    distiller = build_run(rco)[0]
+    assert distiller.route == ("anchor0", "anchor1", "teacher")
+    assert distiller.switch_epochs == (2, 4)  # 6 epochs over 3 points of the route
+    for name, anchor in zip(distiller.route, zoo.anchors, strict=False):
+        for k, v in distiller.teachers[name].state_dict().items():
+            assert torch.equal(v, anchor.state_dict()[k]), (name, k)
+    # FitNet: its projections are sized for the dataset's input size, from the context
+    fitnet = build_run(dataclasses.replace(base, method="fitnet").validate())[0]
+    assert fitnet.input_size == (1, 32, 32)
+
+
+def test_networks_in_a_config_are_validated_naming_the_key():
+    base = {"method": "takd", "student": "resnet8", "teacher": "resnet20"}
+
+    def refused(networks, match, **values):
+        with pytest.raises(ConfigError, match=match):
+            make_config({**base, **values, "networks": networks})
+
+    ta = {"arch": "resnet14", "checkpoint": "ta.pt"}
+    refused(
+        {"assistants": [{**ta, "arch": "resnet999"}]},
+        r"networks\.assistants\[0\]\.arch: unknown model 'resnet999'",
+    )
+    refused(
+        {"assistants": [{"arch": "resnet14"}]}, r"networks\.assistants\[0\]\.checkpoint: required"
+    )
+    refused(
+        {"assistants": [{**ta, "weights": 1}]},
+        r"networks\.assistants\[0\]: unknown key\(s\) \['weights'\]",
+    )
+    refused(
+        {"assistants": [{**ta, "args": [1]}]},
+        r"networks\.assistants\[0\]\.args: expected a mapping",
+    )
+    refused({"assistants": ta}, r"networks\.assistants: expected a list")
+    refused(
+        {"anchors": [ta]},
+        r"networks\.anchors: method 'takd' takes no 'anchors' networks \(it takes: assistants\)",
+    )
+    refused({"teacher": [ta]}, r"networks\.teacher: .*teacher_checkpoint")
+    refused(
+        {"anchors": [{"checkpoint": "a.pt"}]},
+        r"networks\.anchors\[0\]\.arch: missing",
+        method="rco",
+        teacher=None,
+    )
+    cfg = make_config({**base, "networks": {"assistants": [ta]}})
+    assert cfg.networks_of("assistants") == [{**ta, "args": {}}]
+    # an anchor without `arch` is a checkpoint of the teacher: its architecture and options
+    rco = make_config(
+        {
+            "method": "rco",
+            "teacher": "tv_resnet18",
+            "teacher_args": {"stem": "cifar"},
+            "networks": {"anchors": [{"checkpoint": "a.pt"}, {**ta, "checkpoint": "b.pt"}]},
+        }
+    )
+    assert rco.networks_of("anchors") == [
+        {"arch": "tv_resnet18", "checkpoint": "a.pt", "args": {"stem": "cifar"}},
+        {"arch": "resnet14", "checkpoint": "b.pt", "args": {}},
+    ]
+    # and from the command line
+    over = [
+        "method=takd",
+        "teacher=resnet20",
+        "networks.assistants=[{arch: resnet14, checkpoint: ta.pt}]",
+    ]
+    assert load_config(None, over).networks == {"assistants": [ta]}
+
+
+# ------------------------------------------------------------------------------------------
 # DKD
 # ------------------------------------------------------------------------------------------
 def test_dkd_warmup_scales_the_dkd_term(zoo, batch):
@@ -373,7 +573,7 @@ def test_dkd_recipe_scales_the_warmup_and_keeps_only_non_defaults():
 def test_fitnet_projections_map_student_to_teacher_channels():
     teacher = create_model("resnet8x4", num_classes=10, in_chans=1)  # widths 32/64/128/256
     distiller = create(
-        "fitnet", student=net("resnet8"), teacher=teacher, boundaries=[3, 1], input_size=INPUT
+        "fitnet", student=net("resnet8"), teacher=teacher, boundaries=[3, 1], context=RUN
     )
     assert distiller.boundaries == (1, 3)
     shapes = [tuple(p.weight.shape) for p in distiller.projections]
@@ -382,9 +582,7 @@ def test_fitnet_projections_map_student_to_teacher_channels():
     assert hyperparameters("fitnet")["boundaries"] == (2,)
     for bad in [(4,), (), (1, 1), ("2",)]:
         with pytest.raises(ValueError, match="boundar"):
-            create(
-                "fitnet", student=net("resnet8"), teacher=teacher, boundaries=bad, input_size=INPUT
-            )
+            create("fitnet", student=net("resnet8"), teacher=teacher, boundaries=bad, context=RUN)
 
 
 def test_fitnet_hint_is_feature_kd_loss_of_projected_features(zoo, batch):
@@ -452,29 +650,30 @@ def test_takd_stage_configs(tmp_path):
     )
     stage1, stage2 = takd_stage_configs(base, "resnet14")
     assert (stage1.method, stage1.student, stage1.teacher) == ("kd", "resnet14", "resnet20")
-    assert stage1.teacher_checkpoint == "teacher.pt" and stage1.assistants == []
+    assert stage1.teacher_checkpoint == "teacher.pt" and stage1.networks == {}
     assert stage1.name == "r8-ta1-resnet14" and stage1.method_args == {"temperature": 2.0}
     best = str(tmp_path / "r8-ta1-resnet14" / "checkpoints" / "best.pt")
     assert (stage2.method, stage2.student, stage2.teacher) == ("takd", "resnet8", "resnet20")
-    assert stage2.assistants == ["resnet14"] and stage2.assistant_checkpoints == [best]
+    assert stage2.networks == {"assistants": [{"arch": "resnet14", "checkpoint": best}]}
     assert stage2.name == "r8" and stage2.method_args == {"temperature": 2.0}
-    assert dataclasses.replace(stage2, assistants=[], assistant_checkpoints=[]) == (
-        dataclasses.replace(base, assistants=[], assistant_checkpoints=[])
-    )
+    assert dataclasses.replace(stage2, networks={}) == dataclasses.replace(base, networks={})
     chain = takd_stage_configs(base, ["resnet32", "resnet14"])
-    assert [(c.method, c.student, c.assistants) for c in chain] == [
+    assert [
+        (c.method, c.student, [a["arch"] for a in c.networks.get("assistants", [])]) for c in chain
+    ] == [
         ("kd", "resnet32", []),
         ("takd", "resnet14", ["resnet32"]),
         ("takd", "resnet8", ["resnet32", "resnet14"]),
     ]
-    assert chain[2].assistant_checkpoints[1].endswith("r8-ta2-resnet14/checkpoints/best.pt")
+    checkpoint = chain[2].networks["assistants"][1]["checkpoint"]
+    assert checkpoint.endswith("r8-ta2-resnet14/checkpoints/best.pt")
     with pytest.raises(ValueError, match="teacher"):
         takd_stage_configs(dataclasses.replace(base, teacher=None), "resnet14")
 
 
 @pytest.fixture
 def restore_determinism():
-    """`experiment.build` seeds and switches on deterministic algorithms: undo it afterwards."""
+    """`run.build.build` seeds and switches on deterministic algorithms: undo it afterwards."""
     previous = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(previous)
@@ -644,7 +843,8 @@ def test_rco_anchor_depends_only_on_the_epoch(zoo, batch):
 
 def test_rco_equal_interval_schedules_and_errors(zoo):
     assert build("rco", zoo, epochs_per_anchor=None).switch_epochs == (80, 160)  # 240 / 3
-    assert build("rco", zoo, epochs_per_anchor=None, total_epochs=10).switch_epochs == (3, 6)
+    ten_epochs = RunContext(10, INPUT, epochs=10)  # the run's length comes from the context
+    assert build("rco", zoo, context=ten_epochs, epochs_per_anchor=None).switch_epochs == (3, 6)
     assert build("rco", zoo, epochs_per_anchor=10).switch_epochs == (10, 20)
     assert equal_interval_switches(4, 240) == (60, 120, 180)
     with_teacher = create(
@@ -660,5 +860,5 @@ def test_rco_equal_interval_schedules_and_errors(zoo):
             build("rco", zoo, epochs_per_anchor=None, switch_epochs=bad)
     with pytest.raises(ValueError, match="not both"):
         build("rco", zoo, switch_epochs=(3, 7))  # build() also sets epochs_per_anchor
-    with pytest.raises(ValueError, match="total_epochs"):
-        build("rco", zoo, epochs_per_anchor=None, total_epochs=2)
+    with pytest.raises(ValueError, match="cannot split 2 epochs into 3"):
+        build("rco", zoo, context=RunContext(10, INPUT, epochs=2), epochs_per_anchor=None)

@@ -31,7 +31,7 @@ from dfpt_core import data
 from dfpt_core.engine.metrics import evaluate
 from dfpt_core.engine.trainer import Trainer
 from dfpt_core.losses import kd_loss
-from dfpt_core.methods import create
+from dfpt_core.methods import DEFAULT_CONTEXT, RunContext, create
 from dfpt_core.models import (
     MissingStageSpecError,
     Stages,
@@ -90,6 +90,7 @@ FAMILIES = (
 )
 SIZE = 16  # real-data tests: Fashion-MNIST pooled 32x32 -> 16x16
 SMALL = (1, SIZE, SIZE)
+SMALL_RUN = RunContext(10, SMALL, DEFAULT_CONTEXT.epochs)  # what `create` is told of the run
 DFPT = ("dfpt_kd", "dfpt_kdt")
 STUDENT_TERMS = ("ce", "kd", "kd_prompt")
 PROMPT_TERMS = ("prompt_teacher", "prompt_student", "prompt_ce")
@@ -436,7 +437,7 @@ def small_distiller(method: str, **hp):
     torch.manual_seed(3)
     teacher = create_model("resnet14", num_classes=10, in_chans=1)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    return create(method, student=student, teacher=teacher, input_size=SMALL, **hp)
+    return create(method, student=student, teacher=teacher, context=SMALL_RUN, **hp)
 
 
 def small_batch(batch: int = 16):
@@ -630,8 +631,8 @@ class TinyCNN(nn.Module):
 def test_a_teacher_without_stage_spec_is_a_clear_error():
     for build in (
         lambda t: DualPathTeacher(t),
-        lambda t: create("dfpt_kd", student=TinyCNN(), teacher=t, input_size=SMALL),
-        lambda t: create("dfpt_kdt", student=TinyCNN(), teacher=t, input_size=SMALL),
+        lambda t: create("dfpt_kd", student=TinyCNN(), teacher=t, context=SMALL_RUN),
+        lambda t: create("dfpt_kdt", student=TinyCNN(), teacher=t, context=SMALL_RUN),
     ):
         with pytest.raises(MissingStageSpecError) as err:
             build(TinyCNN(with_spec=False))
@@ -653,7 +654,7 @@ def test_a_spec_can_be_passed_to_the_dual_path_teacher():
 def test_a_spec_can_be_passed_through_the_methods(method):
     teacher = TinyCNN(with_spec=False)
     spec = TinyCNN().stage_spec
-    d = create(method, student=TinyCNN(), teacher=teacher, spec=spec, input_size=SMALL)
+    d = create(method, student=TinyCNN(), teacher=teacher, spec=spec, context=SMALL_RUN)
     assert d.dual.positions == (1, 2)
     x, y = small_batch(4)
     _, losses = d(x, y)
@@ -668,7 +669,7 @@ def test_a_user_model_with_a_spec_works_end_to_end(method):
     with torch.no_grad():
         before = teacher(x)
     state = copy.deepcopy(teacher.state_dict())
-    d = create(method, student=student, teacher=teacher, input_size=SMALL, head_init="copy")
+    d = create(method, student=student, teacher=teacher, context=SMALL_RUN, head_init="copy")
     assert d.dual.positions == (1, 2)
     budget = d.dual.budget()
     assert (budget["params"], budget["macs"]) == hand_budget([(16, 16, 16), (24, 8, 8)])
@@ -871,7 +872,7 @@ def kd_run(fmnist, teacher):
         reference = original(xt)
     torch.manual_seed(0)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    d = create("dfpt_kd", student=student, teacher=original, input_size=SMALL)
+    d = create("dfpt_kd", student=student, teacher=original, context=SMALL_RUN)
     d.eval()
     with torch.no_grad():
         start = d.eval_logits(xt)
@@ -934,7 +935,7 @@ def test_dfpt_kdt_original_path_is_bit_identical_under_the_trainer(fmnist, teach
         reference = original(xt)
     torch.manual_seed(0)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    d = create("dfpt_kdt", student=student, teacher=original, input_size=SMALL)
+    d = create("dfpt_kdt", student=student, teacher=original, context=SMALL_RUN)
     backbone = {k: v.clone() for k, v in d.dual.backbone.state_dict().items()}
     cfg = make_config(
         dict(

@@ -59,3 +59,32 @@ def test_a_damaged_shipped_file_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="sha256"):
         shipped_run(name, root=tmp_path)
     assert shipped_run("resnet8-ce-0000000000", root=tmp_path) is None
+
+
+def test_cache_keys_without_extra_networks_are_unchanged_and_networks_are_portable():
+    """A run without extra networks keeps the key it had before `networks` existed (the shipped
+    teachers are found by such keys); a network's checkpoint of another cached run counts by
+    that run's folder, as `teacher_checkpoint` does."""
+    from dfpt_core.run.config import TrainConfig
+    from dfpt_core.workbook.cache import config_key
+
+    kd = TrainConfig(
+        method="kd",
+        student="resnet8",
+        teacher="resnet20",
+        teacher_checkpoint="/cache/resnet20-ce-0123456789/checkpoints/best.pt",
+        dataset="fashion_mnist",
+        in_chans=1,
+        epochs=3,
+    )
+    assert config_key(kd.to_dict()) == "5814c05180"  # computed before `networks` existed
+
+    def takd(checkpoint: str) -> str:
+        ta = {"arch": "resnet14", "checkpoint": checkpoint}
+        cfg = TrainConfig(method="takd", teacher="resnet20", networks={"assistants": [ta]})
+        return config_key(cfg.to_dict())
+
+    here = takd("/cache/resnet14-kd-0123456789/checkpoints/best.pt")
+    assert here == takd("../elsewhere/resnet14-kd-0123456789/checkpoints/best.pt")
+    assert here != takd("/cache/resnet14-kd-9876543210/checkpoints/best.pt")
+    assert here != config_key(TrainConfig(method="takd", teacher="resnet20").to_dict())

@@ -374,7 +374,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             **self._train_means(),
         }
-        temperature = getattr(self.distiller, "temperature", 4.0)
+        temperature = self.distiller.metric_temperature
         record.update(evaluate(self.distiller, self.test_loader, temperature, autocast))
         record["seconds"] = time.time() - start
         return record

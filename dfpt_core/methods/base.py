@@ -2,11 +2,20 @@
 
 A Distiller owns the student, its frozen teachers (`self.teachers`, always in eval mode, never
 updated, run under no_grad) and any modules the method adds (projections, prompt blocks).
+
+A method declares what it needs instead of leaving it to be read from its constructor:
+- `requires`: the networks it is built around, by role: "teacher" and, for some methods, lists
+  of further networks ("assistants", "anchors"); `create` and the run builder pass exactly these;
+- `Hparams`: a dataclass of its hyperparameters and their defaults (`hyperparameters(name)`);
+- a `RunContext`: facts about the run (classes, input size, epochs) that are not choices of
+  the method but that some methods need (FitNet and DFPT size their modules from the input size,
+  RCO spaces its anchors over the run's epochs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -20,33 +29,97 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a method may need to know about the run it is built for: the number of classes,
+    the input size (C, H, W) and the run's length in epochs. The run builder fills it from the
+    config and the dataset; `create` without `context=` uses `DEFAULT_CONTEXT`."""
+
+    num_classes: int
+    input_size: tuple[int, int, int]
+    epochs: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+        if len(self.input_size) != 3:
+            raise ValueError(f"input_size must be (C, H, W), got {self.input_size!r}")
+
+
+#: the context `create` assumes when none is given: the project's default run (TrainConfig's
+#: defaults, the CIFAR-100 recipe): 100 classes, 3 x 32 x 32 images, 240 epochs
+DEFAULT_CONTEXT = RunContext(num_classes=100, input_size=(3, 32, 32), epochs=240)
+
+
+@dataclass(frozen=True)
+class NoHparams:
+    """The hyperparameters of a method that has none."""
+
+
 class Distiller(nn.Module):
-    """Base class. Subclasses implement `forward_train` and may add modules.
+    """Base class. Subclasses declare `requires` and `Hparams`, implement `forward_train` and
+    may add modules.
 
     - `forward(images)` -> student logits (inference), `forward(images, targets, epoch=...)`
       -> `forward_train(...)` (so DistributedDataParallel can wrap the whole distiller);
     - `forward_train(images, targets, epoch=0)` -> (student logits, {loss name: scalar});
       the total loss is the sum of the dict's values;
     - `eval_logits(images)` -> {"student": ..., "teacher": ..., other paths} for metrics;
+    - `metric_temperature` -> the temperature of the KD-decomposition metrics the trainer logs;
     - `param_groups(base_lr, weight_decay)` -> optimizer groups (each with a "name");
     - `extra_parameters()` -> what the method trains beyond the student;
     - `clip_parameters()` -> what gradient clipping covers (student + extras by default);
     - `on_epoch_start(epoch)` -> hook for schedules that change between epochs.
+
+    Constructors take `(student, <the networks of requires, by role>, hp, context)` and, as
+    keywords, the names in `optional` (objects that are neither networks nor hyperparameters,
+    e.g. DFPT's `spec`); `create` calls them so.
     """
 
-    # keyword arguments that take networks (assistants, anchors), not hyperparameters
-    network_args: tuple[str, ...] = ()
+    #: the networks the method is built around, by role ("teacher", "assistants", "anchors")
+    requires: tuple[str, ...] = ()
+    #: further keyword inputs the method accepts (objects, not hyperparameters)
+    optional: tuple[str, ...] = ()
+    #: the method's hyperparameters, with their defaults
+    Hparams: type = NoHparams
 
-    def __init__(self, student: nn.Module, teachers: dict[str, nn.Module] | None = None):
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: dict[str, nn.Module] | None = None,
+        hp=None,
+        *,
+        register_teachers: bool = True,
+    ):
+        """`teachers` are frozen and held in `self.teachers`. With `register_teachers=False`
+        they are not registered as submodules of the distiller: a submodule that the subclass
+        registers owns them (DFPT's DualPathTeacher), so each of their tensors has one
+        state-dict key; `self.teachers` is then a view with the same ModuleDict interface."""
         super().__init__()
+        hp = self.Hparams() if hp is None else hp
+        if not isinstance(hp, self.Hparams):
+            raise TypeError(
+                f"{type(self).__name__} takes hyperparameters as {self.Hparams.__qualname__}, "
+                f"got {type(hp).__name__}"
+            )
         self.student = student
-        self.teachers = nn.ModuleDict({k: freeze(v) for k, v in (teachers or {}).items()})
+        self.hp = hp
+        frozen = nn.ModuleDict({k: freeze(v) for k, v in (teachers or {}).items()})
+        if register_teachers:
+            self.teachers = frozen
+        else:
+            object.__setattr__(self, "teachers", frozen)
 
     @property
     def teacher(self) -> nn.Module:
         if "teacher" not in self.teachers:
             raise AttributeError(f"{type(self).__name__} has no teacher")
         return self.teachers["teacher"]
+
+    @property
+    def metric_temperature(self) -> float:
+        """Temperature of the KD-decomposition metrics (KD, TCKD, NCKD, p_t^T) the trainer logs
+        every epoch: the method's own T where it has one (subclasses), else 4.0."""
+        return 4.0
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)

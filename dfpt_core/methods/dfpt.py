@@ -19,6 +19,7 @@ teacher's pull on the prompt path linearly from 0 (the project's optional curric
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,68 +28,90 @@ from torch import Tensor, nn
 from ..losses import kd_loss
 from ..models.stages import StageSpec
 from ..prompt import DualPathTeacher
-from .base import Distiller
+from .base import DEFAULT_CONTEXT, Distiller, RunContext
 from .registry import register
 
 SUPERVISION = ("both", "teacher", "student")
 
 
 class DFPTBase(Distiller):
+    """What DFPT-KD and DFPT-KDt share: the losses above, the dual path teacher, the groups.
+
+    The DualPathTeacher (`self.dual`) owns the teacher: it is registered once, as
+    `dual.original`; `self.teachers` views it without registering it a second time, so the
+    teacher stays frozen, in eval mode and reachable as `self.teacher`, and each of its tensors
+    has one state-dict key. `spec=` gives a StageSpec for a teacher without `stage_spec`; the
+    prompt blocks are sized for the run context's `input_size`.
+    """
+
     finetune = False
-    network_args = ("spec",)  # a StageSpec for a teacher without `stage_spec`
+    requires = ("teacher",)
+    optional = ("spec",)  # a StageSpec for a teacher without `stage_spec`
+
+    @dataclass(frozen=True)
+    class Hparams:
+        temperature: float = 4.0
+        ce_weight: float = 0.1
+        kd_weight: float = 0.9
+        prompt_kd_weight: float = 0.9
+        supervision: str = "both"
+        prompt_teacher_weight: float = 1.0
+        prompt_teacher_warmup: int = 0
+        prompt_student_weight: float = 1.0
+        prompt_ce_weight: float = 0.0
+        prompt_temperature: float = 4.0
+        positions: str | int | Sequence[int] = "all"
+        r1: float = 4
+        r2: float = 0.25
+        kernels: Sequence[int] = (3, 5, 7)
+        fusion: str = "conv"
+        head_init: str = "random"
+        prompt_lr_scale: float = 1.0
+        backbone_lr_scale: float = 0.1
+        prompt_weight_decay: float | None = None
 
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
-        spec: StageSpec | None = None,
+        hp: Hparams | None = None,
+        context: RunContext = DEFAULT_CONTEXT,
         *,
-        temperature: float = 4.0,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        prompt_kd_weight: float = 0.9,
-        supervision: str = "both",
-        prompt_teacher_weight: float = 1.0,
-        prompt_teacher_warmup: int = 0,
-        prompt_student_weight: float = 1.0,
-        prompt_ce_weight: float = 0.0,
-        prompt_temperature: float = 4.0,
-        positions="all",
-        r1: float = 4,
-        r2: float = 0.25,
-        kernels: Sequence[int] = (3, 5, 7),
-        fusion: str = "conv",
-        head_init: str = "random",
-        prompt_lr_scale: float = 1.0,
-        backbone_lr_scale: float = 0.1,
-        prompt_weight_decay: float | None = None,
-        input_size: Sequence[int] = (3, 32, 32),
+        spec: StageSpec | None = None,
     ):
-        super().__init__(student, {"teacher": teacher})
+        super().__init__(student, {"teacher": teacher}, hp, register_teachers=False)
+        hp = self.hp
+        supervision = hp.supervision
         if supervision not in SUPERVISION:
             raise ValueError(f"supervision must be one of {SUPERVISION}, got {supervision!r}")
         self.dual = DualPathTeacher(
             self.teachers["teacher"],
-            positions=positions,
-            r1=r1,
-            r2=r2,
-            kernels=kernels,
-            fusion=fusion,
-            head_init=head_init,
+            positions=hp.positions,
+            r1=hp.r1,
+            r2=hp.r2,
+            kernels=hp.kernels,
+            fusion=hp.fusion,
+            head_init=hp.head_init,
             finetune=self.finetune,
             spec=spec,
-            input_size=input_size,
+            input_size=context.input_size,
         )
-        self.temperature, self.prompt_temperature = temperature, prompt_temperature
-        self.ce_weight, self.kd_weight = ce_weight, kd_weight
-        self.prompt_kd_weight = prompt_kd_weight
+        prompt_teacher_weight = hp.prompt_teacher_weight
+        prompt_student_weight = hp.prompt_student_weight
+        self.temperature, self.prompt_temperature = hp.temperature, hp.prompt_temperature
+        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
+        self.prompt_kd_weight = hp.prompt_kd_weight
         self.supervision = supervision
         self.prompt_teacher_weight = prompt_teacher_weight if supervision != "student" else 0.0
-        self.prompt_teacher_warmup = prompt_teacher_warmup
+        self.prompt_teacher_warmup = hp.prompt_teacher_warmup
         self.prompt_student_weight = prompt_student_weight if supervision != "teacher" else 0.0
-        self.prompt_ce_weight = prompt_ce_weight
-        self.prompt_lr_scale, self.backbone_lr_scale = prompt_lr_scale, backbone_lr_scale
-        self.prompt_weight_decay = prompt_weight_decay
+        self.prompt_ce_weight = hp.prompt_ce_weight
+        self.prompt_lr_scale, self.backbone_lr_scale = hp.prompt_lr_scale, hp.backbone_lr_scale
+        self.prompt_weight_decay = hp.prompt_weight_decay
+
+    @property
+    def metric_temperature(self) -> float:
+        return self.temperature
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
         logits = self.student(images)

@@ -7,11 +7,13 @@ the training-side parts: the linear warm-up of the DKD term and the published pe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import dkd_loss
-from .base import Distiller
+from .base import DEFAULT_CONTEXT, Distiller, RunContext
 from .registry import register
 
 #: beta (the NCKD weight) of the published CIFAR-100 runs, per (teacher, student) pair in zoo
@@ -72,26 +74,38 @@ class DKD(Distiller):
     (0-based) on. `warmup=0` disables the warm-up.
     """
 
+    requires = ("teacher",)
+
+    @dataclass(frozen=True)
+    class Hparams:
+        alpha: float = 1.0
+        beta: float = DEFAULT_DKD_BETA
+        temperature: float = 4.0
+        ce_weight: float = 1.0
+        warmup: int = DEFAULT_DKD_WARMUP
+
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
-        *,
-        alpha: float = 1.0,
-        beta: float = DEFAULT_DKD_BETA,
-        temperature: float = 4.0,
-        ce_weight: float = 1.0,
-        warmup: int = DEFAULT_DKD_WARMUP,
+        hp: Hparams | None = None,
+        context: RunContext = DEFAULT_CONTEXT,
     ):
-        super().__init__(student, {"teacher": teacher})
+        super().__init__(student, {"teacher": teacher}, hp)
+        hp = self.hp
+        alpha, beta, ce_weight, warmup = hp.alpha, hp.beta, hp.ce_weight, hp.warmup
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be a whole number of epochs >= 0, got {warmup!r}")
         if alpha < 0 or beta < 0 or ce_weight < 0:
             raise ValueError(
                 f"alpha, beta and ce_weight must be >= 0, got {alpha=}, {beta=}, {ce_weight=}"
             )
-        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        self.alpha, self.beta, self.temperature = alpha, beta, hp.temperature
         self.ce_weight, self.warmup = ce_weight, warmup
+
+    @property
+    def metric_temperature(self) -> float:
+        return self.temperature
 
     def warmup_factor(self, epoch: int) -> float:
         """Weight of the DKD term in (0-based) `epoch`: min((epoch + 1) / warmup, 1)."""

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 from ..data import dataset_info, make_loader
 from ..engine.metrics import evaluate
 from ..engine.runtime import init_distributed, resolve_device, seed_everything
 from ..engine.trainer import Trainer
-from ..methods import create, method_class
+from ..methods import RunContext, create, method_class
 from ..models import create_model
 from .config import TrainConfig
 from .weights import load_network
 
 
 def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
-    """Keyword arguments for `methods.create`: student, teacher and the extra networks."""
+    """Keyword arguments for `methods.create`: the student, and exactly the networks the method
+    `requires` ("teacher" from teacher/teacher_checkpoint/teacher_args, every other role from
+    `cfg.networks`), loaded in that order."""
     if cfg.student_checkpoint is None:
         student = create_model(
             cfg.student, num_classes=num_classes, in_chans=cfg.in_chans, **cfg.student_args
@@ -32,35 +33,44 @@ def build_networks(cfg: TrainConfig, num_classes: int) -> dict:
             **cfg.student_args,
         )
     nets = {"student": student}
-    cls = method_class(cfg.method)
-    params = inspect.signature(cls.__init__).parameters
-    if "teacher" in params:
-        if cfg.teacher is None:
-            raise ValueError(f"method {cfg.method!r} needs `teacher` (a model name)")
-        nets["teacher"] = load_network(
-            cfg.teacher,
-            cfg.teacher_checkpoint,
+    for role in method_class(cfg.method).requires:
+        if role == "teacher":
+            if cfg.teacher is None:
+                raise ValueError(f"method {cfg.method!r} needs `teacher` (a model name)")
+            nets["teacher"] = load_network(
+                cfg.teacher,
+                cfg.teacher_checkpoint,
+                num_classes,
+                cfg.in_chans,
+                "teacher",
+                **cfg.teacher_args,
+            )
+        else:
+            nets[role] = load_role(cfg, role, num_classes)
+    return nets
+
+
+def load_role(cfg: TrainConfig, role: str, num_classes: int) -> list:
+    """The networks `cfg.networks` gives for `role` (a role in the method's `requires` other
+    than "teacher"), loaded; a clear error when the config gives none."""
+    specs = cfg.networks_of(role)
+    if not specs:
+        raise ValueError(
+            f"method {cfg.method!r} needs networks.{role}: give them in the config as "
+            f"`networks: {{{role}: [{{arch: <model>, checkpoint: <path>}}, ...]}}` (arch "
+            "defaults to the teacher's)"
+        )
+    return [
+        load_network(
+            spec["arch"],
+            spec["checkpoint"],
             num_classes,
             cfg.in_chans,
-            "teacher",
-            **cfg.teacher_args,
+            f"networks.{role}[{i}]",
+            **spec["args"],
         )
-    if "assistants" in params:
-        if len(cfg.assistant_checkpoints) != len(cfg.assistants):
-            raise ValueError(
-                f"{len(cfg.assistants)} assistants but "
-                f"{len(cfg.assistant_checkpoints)} assistant_checkpoints"
-            )
-        nets["assistants"] = [
-            load_network(a, c, num_classes, cfg.in_chans, "assistant")
-            for a, c in zip(cfg.assistants, cfg.assistant_checkpoints, strict=True)
-        ]
-    if "anchors" in params:
-        nets["anchors"] = [
-            load_network(cfg.teacher, c, num_classes, cfg.in_chans, "anchor", **cfg.teacher_args)
-            for c in cfg.anchor_checkpoints
-        ]
-    return nets
+        for i, spec in enumerate(specs)
+    ]
 
 
 def build(cfg: TrainConfig):
@@ -91,13 +101,13 @@ def build(cfg: TrainConfig):
     test_loader = make_loader(
         cfg.dataset, False, cfg.eval_batch_size, limit=cfg.limit_test, **common
     )
-    hparams = dict(cfg.method_args)
-    accepted = inspect.signature(method_class(cfg.method).__init__).parameters
-    if "input_size" in accepted:
-        hparams.setdefault("input_size", (cfg.in_chans, info.image_size, info.image_size))
-    if "total_epochs" in accepted:  # RCO spaces its anchors over the run
-        hparams.setdefault("total_epochs", cfg.epochs)
-    distiller = create(cfg.method, **build_networks(cfg, info.num_classes), **hparams)
+    context = RunContext(
+        num_classes=info.num_classes,
+        input_size=(cfg.in_chans, info.image_size, info.image_size),
+        epochs=cfg.epochs,
+    )
+    nets = build_networks(cfg, info.num_classes)
+    distiller = create(cfg.method, **nets, context=context, **cfg.method_args)
     return distiller, train_loader, test_loader, device, dist
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 SCHEDULES = ("multistep", "cosine")
+NETWORK_KEYS = ("arch", "checkpoint", "args")  # of each entry of `networks.<role>`
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -36,10 +37,10 @@ class TrainConfig:
     student_args: dict = field(default_factory=dict)
     teacher_args: dict = field(default_factory=dict)
     method_args: dict = field(default_factory=dict)
-    # extra networks some methods need: TAKD/DGKD assistants, RCO anchors, ESKD early teacher
-    assistants: list = field(default_factory=list)
-    assistant_checkpoints: list = field(default_factory=list)
-    anchor_checkpoints: list = field(default_factory=list)
+    # the further networks the method requires, by role (see `networks_of`): e.g. TAKD/DGKD's
+    # {assistants: [{arch: resnet14, checkpoint: runs/ta/checkpoints/best.pt}]}, RCO's
+    # {anchors: [{checkpoint: runs/teacher/checkpoints/epoch60.pt}, ...]}
+    networks: dict = field(default_factory=dict)
     dataset: str = "cifar100"
     data_root: str | None = None
     download: bool = False
@@ -100,8 +101,6 @@ class TrainConfig:
                 "teacher",
                 f"unknown model {self.teacher!r}; allowed: {', '.join(models)}",
             )
-        for a in self.assistants:
-            need(a in models, "assistants", f"unknown model {a!r}; allowed: {', '.join(models)}")
         need(
             self.dataset in list_datasets(),
             "dataset",
@@ -120,6 +119,7 @@ class TrainConfig:
             f"must be a plain folder name inside out_dir (no / or \\, not . or ..), "
             f"got {self.name!r}",
         )
+        self._validate_networks(need, models)
         need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
@@ -166,6 +166,71 @@ class TrainConfig:
                 f"{', '.join(model_options(arch)) if arch else 'none (no teacher)'}",
             )
         return self
+
+    def _validate_networks(self, need, models: list[str]) -> None:
+        from ..methods import method_class
+
+        roles = [r for r in method_class(self.method).requires if r != "teacher"]
+        for role, specs in self.networks.items():
+            need(
+                role in roles,
+                f"networks.{role}",
+                f"method {self.method!r} takes no {role!r} networks"
+                + (f" (it takes: {', '.join(roles)})" if roles else "")
+                + (
+                    "; give the teacher with teacher/teacher_checkpoint"
+                    if role == "teacher"
+                    else ""
+                ),
+            )
+            need(
+                isinstance(specs, list),
+                f"networks.{role}",
+                f"expected a list of {{arch, checkpoint, args}} mappings, got {specs!r}",
+            )
+            for i, spec in enumerate(specs):
+                key = f"networks.{role}[{i}]"
+                need(isinstance(spec, dict), key, f"expected a mapping, got {spec!r}")
+                unknown = sorted(set(spec) - set(NETWORK_KEYS))
+                need(
+                    not unknown,
+                    key,
+                    f"unknown key(s) {unknown}; allowed: {', '.join(NETWORK_KEYS)}",
+                )
+                arch = spec.get("arch", self.teacher)
+                need(
+                    arch is not None,
+                    f"{key}.arch",
+                    "missing, and there is no teacher architecture to default to",
+                )
+                need(
+                    arch in models,
+                    f"{key}.arch",
+                    f"unknown model {arch!r}; allowed: {', '.join(models)}",
+                )
+                need(
+                    isinstance(spec.get("checkpoint"), str),
+                    f"{key}.checkpoint",
+                    'required: a checkpoint path, "published" or "torchvision", got '
+                    f"{spec.get('checkpoint')!r}",
+                )
+                need(
+                    isinstance(spec.get("args", {}), dict),
+                    f"{key}.args",
+                    f"expected a mapping of create_model options, got {spec.get('args')!r}",
+                )
+
+    def networks_of(self, role: str) -> list[dict]:
+        """The networks given for `role`, each as {arch, checkpoint, args} with the defaults
+        filled in: `arch` defaults to the teacher's, and then `args` to `teacher_args` (a
+        checkpoint of the teacher itself, e.g. RCO's anchors); otherwise `args` defaults to {}."""
+        out = []
+        for spec in self.networks.get(role, []):
+            own = "arch" in spec
+            arch = spec["arch"] if own else self.teacher
+            args = spec.get("args", {} if own else self.teacher_args)
+            out.append({"arch": arch, "checkpoint": spec["checkpoint"], "args": dict(args)})
+        return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

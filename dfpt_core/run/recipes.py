@@ -24,7 +24,7 @@ SCALES = ("smoke", "cpu", "full")
 def takd_stage_configs(
     base: TrainConfig, assistant: str | Sequence[str], kd_method: str = "kd"
 ) -> list[TrainConfig]:
-    """The TAKD recipe as run configurations, to run in order (e.g. with `experiment.run`).
+    """The TAKD recipe as run configurations, to run in order (e.g. with `run.build.run`).
 
     `base` describes the final run: student, teacher (+ `teacher_checkpoint`), data, schedule,
     `out_dir`, `name`; its `method_args` are passed to every stage whose method accepts them.
@@ -34,7 +34,8 @@ def takd_stage_configs(
        `<name>-ta1-<TA>`, so the best TA lands in `<out_dir>/<name>-ta1-<TA>/checkpoints/best.pt`
        (where the trainer writes the best student as {"model": state_dict, ...});
     2. method "takd": student = `base.student`, teacher = the teacher (for the gap metrics),
-       `assistants=[TA]`, `assistant_checkpoints=[that best.pt]`; name = `base.name`.
+       `networks={"assistants": [{"arch": TA, "checkpoint": that best.pt}]}`; name =
+       `base.name`.
 
     A chain [TA1, TA2, ...] inserts one "takd" stage per further TA (TA_k learns from TA_{k-1}),
     and the final stage gets the whole chain. Returns the validated configs, in order.
@@ -49,7 +50,10 @@ def takd_stage_configs(
         valid = hyperparameters(method)
         return {k: v for k, v in base.method_args.items() if k in valid}
 
-    configs, archs, checkpoints = [], [], []
+    def networks(assistants: list[dict]) -> dict:
+        return {"assistants": [dict(a) for a in assistants]} if assistants else {}
+
+    configs, assistants = [], []
     for k, arch in enumerate(chain, start=1):
         name = f"{base.name}-ta{k}-{arch}"
         method = kd_method if k == 1 else "takd"
@@ -59,19 +63,17 @@ def takd_stage_configs(
                 name=name,
                 method=method,
                 student=arch,
-                assistants=list(archs),
-                assistant_checkpoints=list(checkpoints),
+                networks=networks(assistants),
                 method_args=args_for(method),
             ).validate()
         )
-        archs.append(arch)
-        checkpoints.append(str(Path(base.out_dir) / name / "checkpoints" / "best.pt"))
+        best = str(Path(base.out_dir) / name / "checkpoints" / "best.pt")
+        assistants.append({"arch": arch, "checkpoint": best})
     configs.append(
         dataclasses.replace(
             base,
             method="takd",
-            assistants=archs,
-            assistant_checkpoints=checkpoints,
+            networks=networks(assistants),
             method_args=args_for("takd"),
         ).validate()
     )

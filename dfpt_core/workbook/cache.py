@@ -62,9 +62,16 @@ def config_key(values: dict) -> str:
     for key in ("teacher_checkpoint", "student_checkpoint"):
         if keep.get(key):
             keep[key] = portable(keep[key])
-    for key in ("assistant_checkpoints", "anchor_checkpoints"):
-        if keep.get(key):
-            keep[key] = [portable(p) for p in keep[key]]
+    if keep.get("networks"):  # {role: [{arch, checkpoint, args}, ...]}
+        keep["networks"] = {
+            role: [
+                {**spec, "checkpoint": portable(spec["checkpoint"])}
+                if isinstance(spec, dict) and spec.get("checkpoint")
+                else spec
+                for spec in specs
+            ]
+            for role, specs in keep["networks"].items()
+        }
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

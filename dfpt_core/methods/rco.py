@@ -1,12 +1,8 @@
-"""Teachers taken from along the teacher's own training trajectory.
+"""RCO (Jin, Peng, Wu, Liu, Liu, Liang, Yan & Hu, "Knowledge Distillation via Route Constrained
+Optimization", ICCV 2019): the student follows the teacher's route, distilling from a sequence of
+teacher checkpoints ("anchor points") from early to converged.
 
-- ESKD (Cho & Hariharan, "On the Efficacy of Knowledge Distillation", ICCV 2019): distil from
-  an early-stopped teacher checkpoint, optionally switching the KD term off part-way through.
-- RCO (Jin, Peng, Wu, Liu, Liu, Liang, Yan & Hu, "Knowledge Distillation via Route Constrained
-  Optimization", ICCV 2019): the student follows the teacher's route, distilling from a
-  sequence of teacher checkpoints ("anchor points") from early to converged.
-
-Both schedules are pure functions of the (0-based) epoch, which the trainer passes to every
+The schedule is a pure function of the (0-based) epoch, which the trainer passes to every
 `forward_train` and `on_epoch_start`; no schedule state is stored, so a resumed run makes the
 same choice as an uninterrupted one.
 """
@@ -15,72 +11,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .assistants import _check_weights, network_list
-from .base import Distiller
+from .base import DEFAULT_CONTEXT, Distiller, RunContext
+from .checks import check_weights, is_int, network_list
 from .registry import register
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-@register("eskd")
-class ESKD(Distiller):
-    """Early-stopped KD: L = ce_weight * CE + kd_weight * T^2 KL(p_T || p_S) as `kd`, where the
-    teacher T IS an early-stopped checkpoint of the teacher's training (Cho & Hariharan, ICCV
-    2019, Sec. 5: stopping the teacher's training early mitigates the capacity mismatch). Pass
-    that checkpoint as `teacher` (in a TrainConfig: `teacher_checkpoint` pointing at an early
-    epoch's file); nothing in the loss differs from `kd`.
-
-    `stop_epoch`: from this (0-based) epoch on, the KD term is switched off and the student
-    trains on the labels alone with weight `ce_weight_after_stop` (default 1.0, plain CE
-    training), the paper's early termination of the distillation term; the teacher is then not
-    run at all and "kd" is reported as exactly 0. Default None: KD for the whole run.
-
-    Defaults are the project's KD recipe (mdistiller `CFG.KD`): CE weight 0.1, KD weight 0.9,
-    T = 4. Loss keys: "ce", "kd".
-    """
-
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module,
-        *,
-        temperature: float = 4.0,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        stop_epoch: int | None = None,
-        ce_weight_after_stop: float = 1.0,
-    ):
-        super().__init__(student, {"teacher": teacher})
-        if stop_epoch is not None and (not _is_int(stop_epoch) or stop_epoch < 0):
-            raise ValueError(f"stop_epoch must be None or an epoch >= 0, got {stop_epoch!r}")
-        _check_weights(
-            ce_weight=ce_weight, kd_weight=kd_weight, ce_weight_after_stop=ce_weight_after_stop
-        )
-        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
-        self.stop_epoch, self.ce_weight_after_stop = stop_epoch, ce_weight_after_stop
-
-    def kd_active(self, epoch: int) -> bool:
-        """Whether the KD term is on in (0-based) `epoch`."""
-        return self.stop_epoch is None or epoch < self.stop_epoch
-
-    def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        logits = self.student(images)
-        ce = F.cross_entropy(logits, targets)
-        if not self.kd_active(epoch):
-            return logits, {"ce": self.ce_weight_after_stop * ce, "kd": logits.new_zeros(())}
-        teacher = self.teacher_logits(images)
-        return logits, {
-            "ce": self.ce_weight * ce,
-            "kd": self.kd_weight * kd_loss(logits, teacher, self.temperature),
-        }
 
 
 def equal_interval_switches(num_anchors: int, total_epochs: int) -> tuple[int, ...]:
@@ -89,7 +29,7 @@ def equal_interval_switches(num_anchors: int, total_epochs: int) -> tuple[int, .
     if num_anchors < 1 or total_epochs < num_anchors:
         raise ValueError(
             f"cannot split {total_epochs} epochs into {num_anchors} anchor intervals "
-            f"(need total_epochs >= number of anchors)"
+            f"(need the run's epochs >= number of anchors)"
         )
     return tuple(k * total_epochs // num_anchors for k in range(1, num_anchors))
 
@@ -102,14 +42,15 @@ class RCO(Distiller):
     teacher's optimisation route instead of by the converged teacher alone).
 
     - `anchors`: teacher checkpoints ordered from early to late (in a TrainConfig:
-      `anchor_checkpoints`, loaded into the teacher's architecture); required. The converged
+      `networks.anchors`, loaded into the teacher's architecture); required. The converged
       `teacher` is the last point of the route (if it is also the last anchor, it is not
       repeated).
     - Schedule, a pure function of the 0-based epoch: anchor index = number of switch epochs
       <= epoch. `switch_epochs` gives them explicitly (one per transition, increasing, > 0);
       otherwise the route is walked with equal epoch intervals (the paper's equal epoch interval
-      strategy): every `epochs_per_anchor` epochs if given, else `total_epochs` split evenly
-      over the route (default 240, the CIFAR-100 recipe's length: set it to your run's epochs).
+      strategy): every `epochs_per_anchor` epochs if given, else the run's epochs (the run
+      context's `epochs`: the config's `epochs` in a run, 240 by default, the CIFAR-100
+      recipe's length) split evenly over the route.
     - `on_epoch_start(epoch)` records the epoch for `eval_logits`; `forward_train` uses its own
       `epoch` argument. Either way the choice depends only on the epoch (resume-safe).
 
@@ -118,37 +59,48 @@ class RCO(Distiller):
     "anchor" (the current one). Loss keys: "ce", "kd".
     """
 
-    network_args = ("anchors",)
+    requires = ("teacher", "anchors")
+
+    @dataclass(frozen=True)
+    class Hparams:
+        temperature: float = 4.0
+        ce_weight: float = 0.1
+        kd_weight: float = 0.9
+        switch_epochs: Sequence[int] | None = None
+        epochs_per_anchor: int | None = None
 
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
         anchors: Sequence[nn.Module] | None = None,
-        *,
-        temperature: float = 4.0,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        switch_epochs: Sequence[int] | None = None,
-        epochs_per_anchor: int | None = None,
-        total_epochs: int = 240,
+        hp: Hparams | None = None,
+        context: RunContext = DEFAULT_CONTEXT,
     ):
         anchors = network_list(
             anchors,
             "anchors",
             "rco",
             "teacher checkpoints from early to late training, the converged teacher last or "
-            "as teacher=; in a TrainConfig: anchor_checkpoints",
+            "as teacher=; in a TrainConfig: networks.anchors",
         )
         if anchors[-1] is teacher:
             anchors = anchors[:-1]
         names = [f"anchor{i}" for i in range(len(anchors))]
-        super().__init__(student, {"teacher": teacher, **dict(zip(names, anchors, strict=True))})
-        _check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
+        super().__init__(
+            student, {"teacher": teacher, **dict(zip(names, anchors, strict=True))}, hp
+        )
+        hp = self.hp
+        check_weights(ce_weight=hp.ce_weight, kd_weight=hp.kd_weight)
         self.route = (*names, "teacher")
-        self.switch_epochs = self._schedule(switch_epochs, epochs_per_anchor, total_epochs)
-        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+        self.switch_epochs = self._schedule(hp.switch_epochs, hp.epochs_per_anchor, context.epochs)
+        self.temperature = hp.temperature
+        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
         self.epoch = 0
+
+    @property
+    def metric_temperature(self) -> float:
+        return self.temperature
 
     def _schedule(self, switch_epochs, epochs_per_anchor, total_epochs) -> tuple[int, ...]:
         n = len(self.route)
@@ -158,7 +110,7 @@ class RCO(Distiller):
             switches = tuple(switch_epochs)
             if (
                 len(switches) != n - 1
-                or not all(_is_int(e) and e > 0 for e in switches)
+                or not all(is_int(e) and e > 0 for e in switches)
                 or any(a >= b for a, b in zip(switches, switches[1:], strict=False))
             ):
                 raise ValueError(
@@ -167,11 +119,11 @@ class RCO(Distiller):
                 )
             return switches
         if epochs_per_anchor is not None:
-            if not _is_int(epochs_per_anchor) or epochs_per_anchor < 1:
+            if not is_int(epochs_per_anchor) or epochs_per_anchor < 1:
                 raise ValueError(f"epochs_per_anchor must be >= 1, got {epochs_per_anchor!r}")
             return tuple(k * epochs_per_anchor for k in range(1, n))
-        if not _is_int(total_epochs):
-            raise ValueError(f"total_epochs must be an integer, got {total_epochs!r}")
+        if not is_int(total_epochs):
+            raise ValueError(f"the run's epochs must be an integer, got {total_epochs!r}")
         return equal_interval_switches(n, total_epochs)
 
     def anchor_index(self, epoch: int) -> int:

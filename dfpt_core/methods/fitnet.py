@@ -10,6 +10,7 @@ stage interface, the same mechanism DFPT-KD inserts its prompt blocks at.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..losses import DEFAULT_FEATURE_COS_WEIGHT, feature_kd_loss
 from ..models.stages import Stages
-from .base import Distiller
+from .base import DEFAULT_CONTEXT, Distiller, RunContext
 from .registry import register
 
 
@@ -71,31 +72,38 @@ class FitNet(Distiller):
     - `clip_projections=True`: gradient clipping covers the projections as well as the student.
       `False` reproduces the capacity study's bug (projections outside the clipped set, see
       DESIGN.md); the projections still train (they stay in `param_groups`).
-    - `input_size` (C, H, W) is only used to read the boundary shapes when building the
-      projections (`experiment.build` fills it from the dataset).
+    - The run context's `input_size` (C, H, W) is only used to read the boundary shapes when
+      building the projections (the run builder fills it from the dataset).
 
     Loss keys: "ce" and "hint" (weighted). The teacher's features are computed under no_grad,
     and only up to the deepest tapped boundary.
     """
 
+    requires = ("teacher",)
+
+    @dataclass(frozen=True)
+    class Hparams:
+        boundaries: Sequence[int] = (2,)
+        hint_weight: float = 100.0
+        ce_weight: float = 1.0
+        cos_weight: float = DEFAULT_FEATURE_COS_WEIGHT
+        clip_projections: bool = True
+
     def __init__(
         self,
         student: nn.Module,
         teacher: nn.Module,
-        *,
-        boundaries: Sequence[int] = (2,),
-        hint_weight: float = 100.0,
-        ce_weight: float = 1.0,
-        cos_weight: float = DEFAULT_FEATURE_COS_WEIGHT,
-        clip_projections: bool = True,
-        input_size: Sequence[int] = (3, 32, 32),
+        hp: Hparams | None = None,
+        context: RunContext = DEFAULT_CONTEXT,
     ):
-        super().__init__(student, {"teacher": teacher})
+        super().__init__(student, {"teacher": teacher}, hp)
+        hp, input_size = self.hp, context.input_size
         s_bounds = Stages(student).boundaries(input_size)
         t_bounds = Stages(self.teacher).boundaries(input_size)
-        self.boundaries = _parse_boundaries(boundaries, len(s_bounds) - 1, len(t_bounds) - 1)
-        self.hint_weight, self.ce_weight, self.cos_weight = hint_weight, ce_weight, cos_weight
-        self.clip_projections = bool(clip_projections)
+        self.boundaries = _parse_boundaries(hp.boundaries, len(s_bounds) - 1, len(t_bounds) - 1)
+        self.hint_weight, self.ce_weight = hp.hint_weight, hp.ce_weight
+        self.cos_weight = hp.cos_weight
+        self.clip_projections = bool(hp.clip_projections)
         self.input_size = tuple(input_size)
         projections = []
         for b in self.boundaries:
