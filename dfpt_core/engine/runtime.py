@@ -47,6 +47,46 @@ def device_name(dev: torch.device) -> str:
     return platform.processor() or platform.machine() if dev.type == "cpu" else dev.type
 
 
+def bf16_evidence(dev: torch.device | str = "cpu") -> dict:
+    """Whether `dev` computes bf16 natively, with what that was read from: {"native": bool,
+    ...}. CUDA: compute capability 8.0 or newer. CPU: the instruction-set flags of
+    /proc/cpuinfo (x86: avx512_bf16 or amx_bf16; arm64: bf16) and torch's own CPU checks where
+    this torch has them. False when unsure (other devices, no flags to read): bf16 is then
+    emulated or unknown, and slower than fp32 as often as not."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        capability = torch.cuda.get_device_capability(dev)
+        return {"native": capability >= (8, 0), "cuda_capability": list(capability)}
+    if dev.type != "cpu":
+        return {"native": False, "reason": f"not known for device type {dev.type!r}"}
+    machine = platform.machine().lower()
+    evidence: dict = {"machine": machine, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    wanted = ("avx512_bf16", "amx_bf16") if machine in ("x86_64", "amd64") else ("bf16",)
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [x for x in f if x.lower().startswith(("flags", "features"))]
+        flags = set(lines[0].split(":", 1)[1].split()) if lines else set()
+        evidence["cpuinfo_flags"] = sorted(flag for flag in flags if flag in wanted)
+    except OSError:
+        flags = None
+    checks = {}
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, name, None)  # private helpers, absent in some versions
+        if check is not None:
+            checks[name.strip("_")] = bool(check())
+    if checks:
+        evidence["torch_checks"] = checks
+    native = bool(flags) and any(flag in flags for flag in wanted)
+    if flags is None:  # no /proc/cpuinfo: trust torch's checks if it has them
+        native = machine in ("x86_64", "amd64") and any(checks.values())
+    return {"native": native, **evidence}
+
+
+def native_bf16(dev: torch.device | str = "cpu") -> bool:
+    """True when `dev` computes bf16 natively (see `bf16_evidence`); False when unsure."""
+    return bf16_evidence(dev)["native"]
+
+
 def rng_state() -> dict:
     """Every RNG the training loop draws from (to resume exactly)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
