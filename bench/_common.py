@@ -17,6 +17,8 @@ from _naive import NAIVE, naive_dfpt_kd
 from runner import environment
 from torch import nn
 
+from dfpt_core.engine.runtime import native_bf16
+from dfpt_core.engine.trainer import autocast_context
 from dfpt_core.methods import DEFAULT_CONTEXT, RunContext, create
 from dfpt_core.models import create_model
 
@@ -28,16 +30,16 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 
 @dataclass(frozen=True)
 class Pair:
-    """A teacher -> student pair on 32x32 inputs."""
+    """A teacher -> student pair on 32x32 inputs (teacher None: the student alone, CE only)."""
 
-    teacher: str
+    teacher: str | None
     student: str
     num_classes: int
     in_chans: int
 
     @property
     def name(self) -> str:
-        return f"{self.teacher}-{self.student}"
+        return f"{self.teacher}-{self.student}" if self.teacher else self.student
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -48,6 +50,50 @@ PAIRS = (
     Pair("resnet32x4", "resnet8x4", 100, 3),  # the paper's CIFAR-100 pair
     Pair("resnet20", "resnet8", 10, 1),  # the book's cpu-scale Fashion-MNIST pair
 )
+#: the students the book trains alone (CE), on its cpu-scale data (Fashion-MNIST: 10 classes,
+#: 1x32x32), timed together as one group named STUDENTS_GROUP
+STUDENTS = tuple(Pair(None, s, 10, 1) for s in ("resnet8", "resnet14", "resnet20", "resnet32"))
+STUDENTS_GROUP = "students"
+
+
+@dataclass(frozen=True)
+class StepSetting:
+    """How a training step is run on the device: memory format and autocast, as the Trainer
+    applies `channels_last` and `amp` (engine/trainer.py)."""
+
+    name: str
+    channels_last: bool
+    amp: str  # "none" (fp32) or "bf16" (autocast around forward and losses)
+
+    @property
+    def precision(self) -> str:
+        """Which GEMM peak the step is measured against: "fp32" or "bf16"."""
+        return "fp32" if self.amp == "none" else self.amp
+
+
+FP32 = StepSetting("fp32_nchw", False, "none")  # the reference setting (step_ms, flops)
+SETTINGS = (FP32, StepSetting("fp32_channels_last", True, "none"))
+SETTINGS += (StepSetting("bf16_channels_last", True, "bf16"),)
+
+
+def skip_reason(setting: StepSetting, device: torch.device) -> str | None:
+    """Why `setting` is not timed on `device` (None: it is)."""
+    if setting.amp == "bf16" and not native_bf16(device):
+        return f"no native bf16 on {device} (dfpt_core.engine.runtime.bf16_evidence)"
+    return None
+
+
+def fastest_setting(device: torch.device) -> StepSetting:
+    """The fastest CPU settings the Trainer offers: channels_last, with bf16 where native."""
+    return next(s for s in reversed(SETTINGS) if s.channels_last and not skip_reason(s, device))
+
+
+def groups() -> dict[str, dict[str, tuple[str, Pair]]]:
+    """What the per-step benchmarks time, as {group: {row: (entrant, pair)}}: every entrant of
+    each pair, and the book's students alone (CE), each group timed together."""
+    out = {p.name: {e: (e, p) for e in ENTRANTS} for p in PAIRS}
+    out[STUDENTS_GROUP] = {s.student: ("ce", s) for s in STUDENTS}
+    return out
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -58,11 +104,17 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def pair_settings(quick: bool) -> dict:
-    """The settings every per-pair benchmark records: batch size and the pairs."""
+    """The settings every per-pair benchmark records: batch size, the pairs and the students."""
     return {
         "batch": QUICK_BATCH if quick else BATCH,
-        "pairs": {p.name: {**asdict(p), "input_size": list(p.input_size)} for p in PAIRS},
+        "pairs": {p.name: _meta(p) for p in PAIRS},
+        "students": {s.name: _meta(s) for s in STUDENTS},
     }
+
+
+def _meta(p: Pair) -> dict:
+    meta = {**asdict(p), "input_size": list(p.input_size)}
+    return meta if p.teacher else {k: v for k, v in meta.items() if k != "teacher"}
 
 
 def write(path: Path, settings: dict, results) -> None:
@@ -114,10 +166,21 @@ def batch(pair: Pair, size: int, device: torch.device) -> tuple[torch.Tensor, to
     return images.to(device), labels.to(device)
 
 
-def train_step(distiller: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable:
-    """One optimizer step as the Trainer takes it (fp32): forward, summed losses, backward,
-    SGD with the method's parameter groups. Gradients of every parameter are dropped first, so
-    the naive reference's discarded backbone gradients do not accumulate."""
+def train_step(
+    distiller: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    setting: StepSetting = FP32,
+) -> Callable:
+    """One optimizer step as the Trainer takes it: forward (and the losses) under the setting's
+    autocast, summed losses, backward, SGD with the method's parameter groups; with
+    `channels_last`, the distiller and the images in that memory format. Gradients of every
+    parameter are dropped first, so the naive reference's discarded backbone gradients do not
+    accumulate."""
+    if setting.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = autocast_context(images.device, setting.amp)
     opt = torch.optim.SGD(
         distiller.param_groups(LR, WEIGHT_DECAY),
         lr=LR,
@@ -126,7 +189,8 @@ def train_step(distiller: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     )
 
     def step() -> None:
-        _, losses = distiller(images, labels)
+        with autocast:
+            _, losses = distiller(images, labels)
         distiller.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         opt.step()

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dfpt_core.engine.runtime import native_bf16
+
 CPU = torch.device("cpu")
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
@@ -60,6 +62,24 @@ def _close(value: float, expected: float) -> bool:
     return value == pytest.approx(expected, rel=2e-3)
 
 
+def _check_settings(m: dict, batch: int, peak: dict, step_settings: dict) -> None:
+    """A method's (or student's) per-setting numbers: every setting present, bf16 timed iff the
+    GEMM peak has bf16 (native), GFLOP/s = FLOPs / time, fraction = GFLOP/s / matching peak, and
+    step_ms is fp32 NCHW's."""
+    assert set(m["by_setting"]) == set(step_settings)
+    assert m["step_ms"] == m["by_setting"]["fp32_nchw"]["step_ms"]
+    for name, e in m["by_setting"].items():
+        precision = step_settings[name]["precision"]
+        timed = "gflops_per_s" in peak[precision]
+        assert ("step_ms" in e) is timed and ("skipped" in e) is not timed
+        if not timed:
+            continue
+        assert e["step_ms"] > 0 and len(e["step_ms_all"]) > 0
+        assert _close(e["images_per_s"], batch * 1e3 / e["step_ms"])
+        assert _close(e["gflops_per_s"], m["flops"] / (e["step_ms"] / 1e3) / 1e9)
+        assert _close(e["peak_fraction"], e["gflops_per_s"] / peak[precision]["gflops_per_s"])
+
+
 @pytest.mark.slow
 def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a smoke run: never oversubscribe a busy machine
@@ -68,11 +88,22 @@ def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert table.startswith(bench.runner.format_table(report))
 
-    assert report["schema_version"] == 1 and report["quick"] is True
+    assert report["schema_version"] == 2 and report["quick"] is True
     assert {"torch", "threads", "device", "date"} <= set(report["environment"])
     assert report["environment"]["threads"] == 1
     assert all(run["ok"] for run in report["benchmarks"].values())
-    assert set(report["benchmarks"]) == {"flops", "loader", "memory", "train_step"}
+    assert set(report["benchmarks"]) == set(bench.runner.BENCHMARKS)
+    assert set(bench.runner.BENCHMARKS) == {
+        "flops", "loader", "memory", "peak", "peer_step", "train_step"
+    }  # fmt: skip
+
+    # the GEMM peak, bf16 measured iff the device computes it natively
+    peak, native = report["peak"], native_bf16(torch.device(report["environment"]["device"]))
+    assert peak["native_bf16"] is native and peak["bf16_evidence"]["native"] is native
+    assert peak["fp32"]["gflops_per_s"] > 0
+    assert ("gflops_per_s" in peak["bf16"]) is native and ("skipped" in peak["bf16"]) is not native
+    step_settings = report["settings"]["train_step"]["step_settings"]
+    assert list(step_settings) == [s.name for s in bench.common.SETTINGS]
 
     pairs = report["pairs"]
     assert set(pairs) == {"resnet32x4-resnet8x4", "resnet20-resnet8"}
@@ -83,6 +114,7 @@ def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
         for m in methods.values():
             assert all(m[k] > 0 for k in ("step_ms", "images_per_s", "flops", "peak_mib"))
             assert _close(m["images_per_s"], pair["batch"] * 1e3 / m["step_ms"])
+            _check_settings(m, pair["batch"], peak, step_settings)
         kd, ours, naive = methods["kd"], methods["dfpt_kd"], methods["dfpt_kd_naive"]
         o = pair["dfpt_overhead"]
         assert _close(o["time_ratio"], ours["step_ms"] / kd["step_ms"])
@@ -97,8 +129,51 @@ def test_quick_bench_writes_the_schema(bench, tmp_path, monkeypatch, capsys):
         assert s["flop_ratio"] > 1  # recomputing the prefix and the backbone's weight gradients
         assert ours["flops"] > kd["flops"] > methods["ce"]["flops"]
 
+    students = report["students"]
+    assert list(students) == [s.student for s in bench.common.STUDENTS]
+    for name, m in students.items():
+        assert m["method"] == "ce" and m["student"] == name and m["num_classes"] == 10
+        assert m["batch"] == bench.common.QUICK_BATCH and m["flops"] > 0
+        _check_settings(m, m["batch"], peak, step_settings)
+    assert students["resnet32"]["flops"] > students["resnet20"]["flops"]
+    c = report["cpu_target"]
+    precision = "bf16" if native else "fp32"
+    assert c["precision"] == precision
+    assert (c["setting"], c["target"]) == bench.runner.CPU_TARGETS[precision]
+    assert set(c["students"]) == set(students)
+    for name, v in c["students"].items():
+        assert v["peak_fraction"] == students[name]["by_setting"][c["setting"]]["peak_fraction"]
+        assert v["pass"] is (v["peak_fraction"] >= c["target"])
+
+    pe = report["peer"]
+    assert pe["pair"] == "resnet32x4-resnet8x4" and pe["batch"] == bench.common.QUICK_BATCH
+    assert pe["fastest"] == ("bf16_channels_last" if native else "fp32_channels_last")
+    steps = pe["steps"]
+    assert set(steps) == {
+        "peer", "ours_fp32", "ours_fastest",
+        "teacher_peer", "teacher_ours_fp32", "teacher_ours_fastest",
+    }  # fmt: skip
+    for v in steps.values():
+        assert v["step_ms"] > 0 and _close(v["images_per_s"], pe["batch"] * 1e3 / v["step_ms"])
+    ms = {k: v["step_ms"] for k, v in steps.items()}
+    assert _close(pe["ours_fp32_ratio"], ms["ours_fp32"] / ms["peer"])
+    assert _close(pe["ours_fastest_ratio"], ms["ours_fastest"] / ms["peer"])
+    assert _close(pe["teacher_ratio"], ms["teacher_ours_fp32"] / ms["teacher_peer"])
+    assert pe["target"] == bench.runner.PEER_TARGET
+    assert pe["pass"] is (pe["ours_fp32_ratio"] <= pe["target"])
+
     lo = report["loader"]
     assert lo["fast_images_per_s"] > 0 and lo["torchvision_images_per_s"] > 0
     assert _close(lo["ratio"], lo["fast_images_per_s"] / lo["torchvision_images_per_s"])
     target = bench.runner.LOADER_TARGET
     assert lo["target"] == target and lo["pass"] is (lo["ratio"] >= target)
+
+
+def test_native_bf16_reads_the_device():
+    """bf16 detection answers a bool with its evidence; unknown devices are False (unsure)."""
+    from dfpt_core.engine.runtime import bf16_evidence
+
+    evidence = bf16_evidence("cpu")
+    assert evidence["native"] is native_bf16("cpu") and isinstance(evidence["native"], bool)
+    assert {"machine", "cpu_capability"} <= set(evidence)
+    assert bf16_evidence("meta") == {"native": False, "reason": "not known for device type 'meta'"}
