@@ -177,3 +177,28 @@ def test_native_bf16_reads_the_device():
     assert evidence["native"] is native_bf16("cpu") and isinstance(evidence["native"], bool)
     assert {"machine", "cpu_capability"} <= set(evidence)
     assert bf16_evidence("meta") == {"native": False, "reason": "not known for device type 'meta'"}
+
+
+def test_gpu_bench_smoke_path_and_refusal(bench, tmp_path, monkeypatch, capsys):
+    """bench/gpu.py runs its CPU smoke path (--device cpu --quick) into its JSON, and refuses a
+    CPU run without --quick (and CUDA where there is none). Never asserts a speed."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    gpu = importlib.import_module("gpu")
+    assert gpu.main(["--device", "cpu", "--out", str(tmp_path / "x.json")]) == 2
+    if not torch.cuda.is_available():
+        assert gpu.main(["--out", str(tmp_path / "x.json")]) == 2
+        assert "needs CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert "synthetic" in record["note"] and "synthetic" in capsys.readouterr().out
+    results = record["results"]
+    assert set(results) == {*gpu.METHODS, "reference_kd"}
+    ref = results["reference_kd"]["images_per_s"]
+    for name, r in results.items():
+        assert r["images_per_s"] > 0 and r["steps"] == record["settings"]["steps"]
+        assert _close(r["images_per_s"], r["steps"] * record["settings"]["batch"] / r["seconds"])
+        assert _close(r["projected_epochs_h"], 50000 * 240 / r["images_per_s"] / 3600)
+        if name != "reference_kd":
+            assert _close(r["speedup_vs_reference_kd"], r["images_per_s"] / ref)
