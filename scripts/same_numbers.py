@@ -80,7 +80,8 @@ def differences(before, after, where="") -> list[str]:
             for i, (a, b) in enumerate(zip(before, after, strict=True))
             for d in differences(a, b, f"{where}[{i}]")
         ]
-    return [] if before == after else [f"{where}: {before!r} -> {after!r}"]
+    same = before == after or (before != before and after != after)  # NaN equals NaN here
+    return [] if same else [f"{where}: {before!r} -> {after!r}"]
 
 
 def main() -> int:
