@@ -16,15 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .base import DEFAULT_CONTEXT, Distiller, RunContext
-from .checks import check_weights, network_list
+from .base import DEFAULT_CONTEXT, RunContext
+from .checks import network_list
+from .kd import KDFamily, KDRecipe
 from .registry import register
 
 KD_REDUCTIONS = ("sum", "mean")
 
 
 @register("dgkd")
-class DGKD(Distiller):
+class DGKD(KDFamily):
     """L = ce_weight * CE + kd_weight * R_{g in kept} T^2 KL(p_g || p_S), the guides g being the
     teacher and every assistant (Son et al., ICCV 2021: dense guidance of the student by the
     teacher and all teacher assistants at once), R = sum (default) or mean.
@@ -51,10 +52,7 @@ class DGKD(Distiller):
     requires = ("teacher", "assistants")
 
     @dataclass(frozen=True)
-    class Hparams:
-        temperature: float = 4.0
-        ce_weight: float = 0.1
-        kd_weight: float = 0.9
+    class Hparams(KDRecipe):
         drop_num: int = 1
         kd_reduction: str = "sum"
 
@@ -88,15 +86,8 @@ class DGKD(Distiller):
             )
         if kd_reduction not in KD_REDUCTIONS:
             raise ValueError(f"kd_reduction must be one of {KD_REDUCTIONS}, got {kd_reduction!r}")
-        check_weights(ce_weight=hp.ce_weight, kd_weight=hp.kd_weight)
-        self.temperature = hp.temperature
-        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
         self.drop_num, self.kd_reduction = drop_num, kd_reduction
         self.last_kept: tuple[str, ...] = ()
-
-    @property
-    def metric_temperature(self) -> float:
-        return self.temperature
 
     def sample_kept(self) -> list[bool]:
         """One draw of the stochastic DGKD mask over `guide_names` (True = this guide teaches in

@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .base import DEFAULT_CONTEXT, Distiller, RunContext
+from .base import DEFAULT_CONTEXT, RunContext
 from .checks import check_weights, is_int
+from .kd import KDFamily, KDRecipe
 from .registry import register
 
 
 @register("eskd")
-class ESKD(Distiller):
+class ESKD(KDFamily):
     """Early-stopped KD: L = ce_weight * CE + kd_weight * T^2 KL(p_T || p_S) as `kd`, where the
     teacher T IS an early-stopped checkpoint of the teacher's training (Cho & Hariharan, ICCV
     2019, Sec. 5: stopping the teacher's training early mitigates the capacity mismatch). Pass
@@ -39,10 +40,7 @@ class ESKD(Distiller):
     requires = ("teacher",)
 
     @dataclass(frozen=True)
-    class Hparams:
-        temperature: float = 4.0
-        ce_weight: float = 0.1
-        kd_weight: float = 0.9
+    class Hparams(KDRecipe):
         stop_epoch: int | None = None
         ce_weight_after_stop: float = 1.0
 
@@ -58,18 +56,8 @@ class ESKD(Distiller):
         stop_epoch = hp.stop_epoch
         if stop_epoch is not None and (not is_int(stop_epoch) or stop_epoch < 0):
             raise ValueError(f"stop_epoch must be None or an epoch >= 0, got {stop_epoch!r}")
-        check_weights(
-            ce_weight=hp.ce_weight,
-            kd_weight=hp.kd_weight,
-            ce_weight_after_stop=hp.ce_weight_after_stop,
-        )
-        self.temperature = hp.temperature
-        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
+        check_weights(ce_weight_after_stop=hp.ce_weight_after_stop)
         self.stop_epoch, self.ce_weight_after_stop = stop_epoch, hp.ce_weight_after_stop
-
-    @property
-    def metric_temperature(self) -> float:
-        return self.temperature
 
     def kd_active(self, epoch: int) -> bool:
         """Whether the KD term is on in (0-based) `epoch`."""

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .base import DEFAULT_CONTEXT, Distiller, RunContext
-from .checks import check_weights, is_int, network_list
+from .base import DEFAULT_CONTEXT, RunContext
+from .checks import is_int, network_list
+from .kd import KDFamily, KDRecipe
 from .registry import register
 
 
@@ -35,7 +36,7 @@ def equal_interval_switches(num_anchors: int, total_epochs: int) -> tuple[int, .
 
 
 @register("rco")
-class RCO(Distiller):
+class RCO(KDFamily):
     """Route-constrained KD: L = ce_weight * CE + kd_weight * T^2 KL(p_A(epoch) || p_S), where
     A(epoch) is the current anchor of the route [anchors[0], ..., anchors[-1], teacher] (Jin et
     al., ICCV 2019, Sec. 3: the student is supervised by anchor points taken, in order, from the
@@ -62,10 +63,7 @@ class RCO(Distiller):
     requires = ("teacher", "anchors")
 
     @dataclass(frozen=True)
-    class Hparams:
-        temperature: float = 4.0
-        ce_weight: float = 0.1
-        kd_weight: float = 0.9
+    class Hparams(KDRecipe):
         switch_epochs: Sequence[int] | None = None
         epochs_per_anchor: int | None = None
 
@@ -91,16 +89,9 @@ class RCO(Distiller):
             student, {"teacher": teacher, **dict(zip(names, anchors, strict=True))}, hp
         )
         hp = self.hp
-        check_weights(ce_weight=hp.ce_weight, kd_weight=hp.kd_weight)
         self.route = (*names, "teacher")
         self.switch_epochs = self._schedule(hp.switch_epochs, hp.epochs_per_anchor, context.epochs)
-        self.temperature = hp.temperature
-        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
         self.epoch = 0
-
-    @property
-    def metric_temperature(self) -> float:
-        return self.temperature
 
     def _schedule(self, switch_epochs, epochs_per_anchor, total_epochs) -> tuple[int, ...]:
         n = len(self.route)

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .base import DEFAULT_CONTEXT, Distiller, RunContext
-from .checks import check_weights, network_list
+from .base import DEFAULT_CONTEXT, RunContext
+from .checks import network_list
+from .kd import KDFamily, KDRecipe
 from .registry import register
 
 
 @register("takd")
-class TAKD(Distiller):
+class TAKD(KDFamily):
     """Second (and later) stage of TAKD: L = ce_weight * CE + kd_weight * T^2 KL(p_A || p_S),
     KD from the last assistant A of the chain teacher -> assistants[0] -> ... -> assistants[-1]
     (Mirzadeh et al., AAAI 2020, Eq. 3: L = (1 - lambda) L_CE + lambda L_KD).
@@ -43,10 +44,8 @@ class TAKD(Distiller):
     requires = ("teacher", "assistants")
 
     @dataclass(frozen=True)
-    class Hparams:
-        temperature: float = 4.0
-        ce_weight: float = 0.1
-        kd_weight: float = 0.9
+    class Hparams(KDRecipe):
+        pass
 
     def __init__(
         self,
@@ -67,15 +66,7 @@ class TAKD(Distiller):
         super().__init__(
             student, {"teacher": teacher, **dict(zip(names, assistants, strict=True))}, hp
         )
-        hp = self.hp
-        check_weights(ce_weight=hp.ce_weight, kd_weight=hp.kd_weight)
         self.assistant_names = tuple(names)
-        self.temperature = hp.temperature
-        self.ce_weight, self.kd_weight = hp.ce_weight, hp.kd_weight
-
-    @property
-    def metric_temperature(self) -> float:
-        return self.temperature
 
     @property
     def assistant(self) -> nn.Module:
