@@ -1,5 +1,6 @@
 """Shared data fixtures: tiny datasets written in the real on-disk formats."""
 
+import contextlib
 import gzip
 import os
 import pickle
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torchvision.datasets import FashionMNIST
 
@@ -170,12 +172,24 @@ def untimed(history):
     return [{k: v for k, v in rec.items() if k != "seconds"} for rec in history]
 
 
-@pytest.fixture
-def two_threads():
-    """Pin torch to 2 threads for the test (the numbers of a run depend on the thread count)."""
-    import torch
-
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch on `n` intra-op threads inside the block, the previous count restored after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The suite's one thread pin: every test and fixture runs torch on one intra-op thread.
+    A run's numbers depend on the thread count, so runs compared within a test (or with a module
+    fixture's run) must share it; and the suite's tensors are small (batches of at most 32
+    images of at most 32x32): on a 2-core machine shared with other processes, a second
+    OpenMP thread made a tiny training run 15-25x slower (measured: 2 s on one thread against
+    28-52 s on two), on an idle one it gains little. Subprocesses get OMP_NUM_THREADS=1."""
+    with torch_threads(1):
+        yield

@@ -16,14 +16,6 @@ from dfpt_core.models import create_model, load_checkpoint
 from dfpt_core.run import weights as teachers
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_config(path, fmnist_root, out_dir, **values):
     base = dict(
         dataset="fashion_mnist",

@@ -5,6 +5,7 @@ nor its packages (plotly, pandas, Jupyter), and it never looks for files inside 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,8 @@ from dfpt_core.cli import main
 assert main(["train", "--config", {str(config)!r}]) == 0
 assert main(["book", "--scale", "smoke"]) == 2
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the suite's one thread (conftest.one_thread)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "needs the workbook layer" in done.stderr and "pip install -e '.[book]'" in done.stderr
     assert (tmp_path / "runs" / "run" / "metrics.json").is_file()

@@ -76,16 +76,6 @@ EVAL_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions on a shared 2-core machine: one intra-op thread is several times
-    faster than two (thread-pool contention). Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ------------------------------------------------------------------------------------------
 # real data and real networks
 # ------------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ from dfpt_core.engine.records import RunFolderError, run_lock
 from dfpt_core.models import read_checkpoint
 from dfpt_core.run.build import run
 
-pytestmark = pytest.mark.usefixtures("two_threads")
-
 
 def test_a_finished_run_is_not_overwritten_without_overwrite(tmp_path, fmnist_root):
     cfg = tiny_config(tmp_path, fmnist_root, epochs=1)

@@ -101,12 +101,8 @@ PAPER_WRN40_2_PARAMS, PAPER_WRN40_2_MACS = 0.03e6, 5.87e6
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions on a shared 2-core machine: one intra-op thread (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _free_zoo_teachers():
     yield
-    torch.set_num_threads(previous)
     zoo_teacher.cache_clear()  # ~190 M parameters of cached zoo networks
 
 

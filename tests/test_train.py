@@ -23,22 +23,11 @@ from dfpt_core.run.config import make_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory, fmnist_root):
     """A resnet8 teacher trained for 2 epochs (a real, if weak, teacher)."""
     tmp = tmp_path_factory.mktemp("teacher")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
     trainer = run(tiny(tmp, fmnist_root, name="teacher", epochs=2, limit_train=512))
-    torch.set_num_threads(before)
     return trainer.run_dir / "checkpoints" / "best.pt"
 
 
