@@ -3,6 +3,8 @@ combine them into `bench.json` with the derived ratios (schema: bench/README.md)
 that as a plain-text table. `make bench` runs it:
 
     python bench/runner.py [--quick] [--only train_step flops] [--out runs/bench]
+
+(`--quick`: a smoke run, two scripts at a time.)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,15 +72,25 @@ def run_benchmarks(
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; available: {', '.join(names)}")
-    runs, records = {}, {}
-    for name in only or names:
+    selected = only or names
+
+    def run_one(name: str) -> dict:
         start = time.time()
         cmd = [sys.executable, str(BENCH_DIR / f"{name}.py"), "--out", str(out / f"{name}.json")]
         proc = subprocess.run(cmd + (["--quick"] if quick else []), cwd=REPO_ROOT)
-        runs[name] = {"ok": proc.returncode == 0, "seconds": round(time.time() - start, 1)}
-        print(f"bench {name}: {'ok' if runs[name]['ok'] else 'FAILED'}", file=sys.stderr)
-        if proc.returncode == 0:
-            records[name] = json.loads((out / f"{name}.json").read_text())
+        ok = proc.returncode == 0
+        print(f"bench {name}: {'ok' if ok else 'FAILED'}", file=sys.stderr)
+        return {"ok": ok, "seconds": round(time.time() - start, 1)}
+
+    # a full run times one benchmark at a time, alone; --quick only checks that everything runs
+    # (its numbers are not results): two of its single-threaded scripts run side by side
+    with ThreadPoolExecutor(max_workers=2 if quick else 1) as pool:
+        runs = dict(zip(selected, pool.map(run_one, selected), strict=True))
+    records = {
+        name: json.loads((out / f"{name}.json").read_text())
+        for name, run in runs.items()
+        if run["ok"]
+    }
     path = out / "bench.json"
     path.write_text(json.dumps(combine(records, runs, quick), indent=2))
     failed = [name for name, run in runs.items() if not run["ok"]]

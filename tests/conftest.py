@@ -1,13 +1,17 @@
 """Shared data fixtures: tiny datasets written in the real on-disk formats."""
 
+import contextlib
 import gzip
 import os
 import pickle
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 from torchvision.datasets import FashionMNIST
 
@@ -139,11 +143,87 @@ def fmnist_root(tmp_path_factory):
     pytest.skip(reason)
 
 
-def tiny_config(out_dir, data_root, **values):
-    """The suite's tiny training run: resnet8 (ce) on 256 real Fashion-MNIST images (1 channel),
-    128 test images, 3 epochs of batch 32, lr x0.1 from epoch 2; `values` override any key."""
-    from dfpt_core.run.config import make_config
+@pytest.fixture(scope="session")
+def fmnist_tensors(fmnist_root):
+    """Real Fashion-MNIST as the trainer sees it at test time, in memory: (train images, train
+    targets, test images, test targets), 2048 / 1000 class-stratified images (the 1000 are the
+    test subset the shipped teachers' manifest accuracies were measured on), 1 x 32 x 32,
+    normalised. Shared read-only."""
+    mean, std = data.dataset_info("fashion_mnist").normalization(1)
+    splits = []
+    for train, limit in ((True, 2048), (False, 1000)):
+        images, targets = data.load_tensors(
+            "fashion_mnist", train, fmnist_root, in_chans=1, limit=limit
+        )
+        splits += [images.float().div(255).sub(mean[0]).div(std[0]), targets]
+    return tuple(splits)
 
+
+def batches(x, y, batch_size: int = 32, seed: int = 0):
+    """Endless shuffled mini-batches of (x, y) (a fresh permutation per pass, from its own
+    generator)."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            idx = order[i : i + batch_size]
+            yield x[idx], y[idx]
+
+
+@torch.no_grad()
+def predict(model, images, batch_size: int = 128):
+    """`model`'s outputs on `images` in eval mode, `batch_size` images at a time (one batch of a
+    thousand 32x32 images runs several times slower on a CPU than eight of 128)."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def shipped_checkpoint(arch: str, epoch: int | None = None) -> Path:
+    """A checkpoint of the cpu teacher `arch` shipped in data/teachers/cpu (Fashion-MNIST,
+    1 x 32 x 32, 10 classes; its files checked against the manifest): best.pt, or the one its
+    training kept after `epoch` (resnet20: 4, 8, 11 of 15)."""
+    from dfpt_core.workbook.cache import shipped_manifest, shipped_run
+
+    names = [n for n, e in shipped_manifest()["runs"].items() if e["arch"] == arch]
+    assert len(names) == 1, f"one shipped {arch} expected, found {names}"
+    return (
+        shipped_run(names[0]) / "checkpoints" / ("best.pt" if epoch is None else f"epoch{epoch}.pt")
+    )
+
+
+def load_shipped(arch: str, epoch: int | None = None) -> torch.nn.Module:
+    """The shipped network `arch` (best, or kept after `epoch`), held as every teacher is: eval
+    mode, no gradients."""
+    from dfpt_core.methods.base import freeze
+    from dfpt_core.run.weights import load_network
+
+    return freeze(load_network(arch, str(shipped_checkpoint(arch, epoch)), 10, 1, "teacher"))
+
+
+@pytest.fixture(scope="session")
+def shipped_teacher():
+    """The suite's trained teacher: the shipped cpu resnet20 (15 epochs on 5000 images, 90.2 %
+    on the 1000-image test subset), loaded once and frozen: `model` (best.pt), `route` (the
+    checkpoints its training kept after epochs 4, 8 and 11, frozen too: ESKD's early-stopped
+    teacher, RCO's anchors), `arch`, `checkpoint` (the best.pt path, for configs) and `entry`
+    (its manifest record). Never trained by a test: wrap it, or deep-copy it."""
+    from dfpt_core.workbook.cache import shipped_manifest
+
+    arch = "resnet20"
+    checkpoint = shipped_checkpoint(arch)
+    return SimpleNamespace(
+        arch=arch,
+        model=load_shipped(arch),
+        route={epoch: load_shipped(arch, epoch) for epoch in (4, 8, 11)},
+        checkpoint=checkpoint,
+        entry=shipped_manifest()["runs"][checkpoint.parent.parent.name],
+    )
+
+
+def tiny_values(out_dir, data_root, **values) -> dict:
+    """The suite's tiny training run, as the mapping a config file holds: resnet8 (ce) on 256
+    real Fashion-MNIST images (1 channel), 128 test images, 3 epochs of batch 32, lr x0.1 from
+    epoch 2, on the CPU, into `out_dir`/run; `values` override or add any key."""
     base = dict(
         name="run",
         method="ce",
@@ -162,7 +242,21 @@ def tiny_config(out_dir, data_root, **values):
         progress=False,
         device="cpu",
     )
-    return make_config({**base, **values})
+    return {**base, **values}
+
+
+def tiny_config(out_dir, data_root, **values):
+    """`tiny_values` as a validated TrainConfig."""
+    from dfpt_core.run.config import make_config
+
+    return make_config(tiny_values(out_dir, data_root, **values))
+
+
+def tiny_yaml(path, out_dir, data_root, **values) -> Path:
+    """`tiny_values` written to the YAML file `path` (for `dfpt train --config`); returns it."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(tiny_values(out_dir, data_root, **values)))
+    return path
 
 
 def untimed(history):
@@ -170,12 +264,24 @@ def untimed(history):
     return [{k: v for k, v in rec.items() if k != "seconds"} for rec in history]
 
 
-@pytest.fixture
-def two_threads():
-    """Pin torch to 2 threads for the test (the numbers of a run depend on the thread count)."""
-    import torch
-
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch on `n` intra-op threads inside the block, the previous count restored after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The suite's one thread pin: every test and fixture runs torch on one intra-op thread.
+    A run's numbers depend on the thread count, so runs compared within a test (or with a module
+    fixture's run) must share it; and the suite's tensors are small (batches of at most 32
+    images of at most 32x32): on a 2-core machine shared with other processes, a second
+    OpenMP thread made a tiny training run 15-25x slower (measured: 2 s on one thread against
+    28-52 s on two), on an idle one it gains little. Subprocesses get OMP_NUM_THREADS=1."""
+    with torch_threads(1):
+        yield

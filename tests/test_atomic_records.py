@@ -14,8 +14,6 @@ from dfpt_core.engine import records
 from dfpt_core.run.build import run
 from dfpt_core.workbook import cached_run
 
-pytestmark = pytest.mark.usefixtures("two_threads")
-
 
 def test_a_crash_while_writing_leaves_the_old_record_whole(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"

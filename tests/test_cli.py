@@ -10,47 +10,23 @@ import tarfile
 import pytest
 import torch
 import yaml
+from conftest import tiny_yaml
 
 from dfpt_core.cli import main
 from dfpt_core.models import create_model, load_checkpoint
 from dfpt_core.run import weights as teachers
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_config(path, fmnist_root, out_dir, **values):
-    base = dict(
-        dataset="fashion_mnist",
-        data_root=str(fmnist_root),
-        in_chans=1,
-        limit_train=256,
-        limit_test=128,
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        milestones=[1],
-        device="cpu",
-        out_dir=str(out_dir),
-        progress=False,
-    )
-    path.write_text(yaml.safe_dump({**base, **values}))
-    return path
-
-
 def test_train_a_teacher_then_distil_then_eval(tmp_path, fmnist_root, capsys):
-    teacher_cfg = write_config(
+    # one epoch each, lr x0.1 after it (the tiny run's 3 epochs are more than this flow needs)
+    tiny = dict(epochs=1, milestones=[1])
+    teacher_cfg = tiny_yaml(
         tmp_path / "teacher.yaml",
-        fmnist_root,
         tmp_path / "runs",
+        fmnist_root,
         name="teacher",
-        method="ce",
         student="resnet14",
+        **tiny,
     )
     assert main(["train", "--config", str(teacher_cfg)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -59,15 +35,15 @@ def test_train_a_teacher_then_distil_then_eval(tmp_path, fmnist_root, capsys):
     # with the workbook installed, the command line also draws the training curves
     assert (tmp_path / "runs" / "teacher" / "curves.html").is_file()
 
-    student_cfg = write_config(
+    student_cfg = tiny_yaml(
         tmp_path / "kd.yaml",
-        fmnist_root,
         tmp_path / "runs",
+        fmnist_root,
         name="kd",
         method="kd",
-        student="resnet8",
         teacher="resnet14",
         teacher_checkpoint=str(ckpt),
+        **tiny,
     )
     assert (
         main(["train", "--config", str(student_cfg), "epochs=2", "method_args.temperature=2"]) == 0
@@ -242,10 +218,10 @@ def test_teachers_fetch_failures_leave_nothing_behind(tmp_path, capsys):
 
 def test_missing_published_teacher_points_to_fetch(tmp_path, monkeypatch, fmnist_root, capsys):
     monkeypatch.setenv("DFPT_DATA_DIR", str(tmp_path))  # no teachers fetched there
-    cfg = write_config(
+    cfg = tiny_yaml(
         tmp_path / "c.yaml",
-        fmnist_root,
         tmp_path / "runs",
+        fmnist_root,
         method="kd",
         student="resnet8x4",
         teacher="resnet32x4",

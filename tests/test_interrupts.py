@@ -43,12 +43,7 @@ class SignalAtStep:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, fmnist_root):
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        return run(tiny_config(tmp_path_factory.mktemp("full"), fmnist_root, name="full"))
-    finally:
-        torch.set_num_threads(before)
+    return run(tiny_config(tmp_path_factory.mktemp("full"), fmnist_root, name="full"))
 
 
 def interrupted_then_resumed(tmp_path, fmnist_root, monkeypatch, point, signum):
@@ -95,7 +90,7 @@ def interrupted_then_resumed(tmp_path, fmnist_root, monkeypatch, point, signum):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("point", ["step", "evaluation", "save"])
 def test_interrupt_then_resume_equals_uninterrupted(
-    tmp_path, fmnist_root, monkeypatch, two_threads, uninterrupted, point, signum
+    tmp_path, fmnist_root, monkeypatch, uninterrupted, point, signum
 ):
     resumed = interrupted_then_resumed(tmp_path, fmnist_root, monkeypatch, point, signum)
     assert untimed(resumed.history) == untimed(uninterrupted.history)
@@ -108,7 +103,7 @@ def test_interrupt_then_resume_equals_uninterrupted(
 
 
 def test_a_second_signal_stops_at_once_and_the_last_checkpoint_stays_consistent(
-    tmp_path, fmnist_root, monkeypatch, two_threads, uninterrupted
+    tmp_path, fmnist_root, monkeypatch, uninterrupted
 ):
     cfg = tiny_config(tmp_path, fmnist_root, name="cut")
     distiller, train_loader, test_loader, device, _ = build(cfg)

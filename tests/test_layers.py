@@ -5,11 +5,13 @@ nor its packages (plotly, pandas, Jupyter), and it never looks for files inside 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_yaml
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dfpt_core"
 RANK = {
@@ -97,11 +99,13 @@ def test_the_core_trains_without_the_workbook_packages(tmp_path, fmnist_root):
     """As in an install without the [book] extra: plotly, pandas and Jupyter cannot be imported,
     and `dfpt train` still trains (it only skips the curves figure)."""
     blocked = ", ".join(repr(p) for p in WORKBOOK_PACKAGES)
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        f"method: ce\nstudent: resnet8\ndataset: fashion_mnist\nin_chans: 1\nepochs: 1\n"
-        f"limit_train: 64\nlimit_test: 32\nbatch_size: 32\ndevice: cpu\nprogress: false\n"
-        f"data_root: {fmnist_root}\nout_dir: {tmp_path / 'runs'}\n"
+    config = tiny_yaml(
+        tmp_path / "run.yaml",
+        tmp_path / "runs",
+        fmnist_root,
+        epochs=1,
+        limit_train=64,
+        limit_test=32,
     )
     script = f"""
 import sys
@@ -111,7 +115,8 @@ from dfpt_core.cli import main
 assert main(["train", "--config", {str(config)!r}]) == 0
 assert main(["book", "--scale", "smoke"]) == 2
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the suite's one thread (conftest.one_thread)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "needs the workbook layer" in done.stderr and "pip install -e '.[book]'" in done.stderr
     assert (tmp_path / "runs" / "run" / "metrics.json").is_file()

@@ -38,16 +38,6 @@ CLASS_COUNTS = (2, 3, 10, 100)
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine the thread
-    pool's contention made this module ~40x slower. Restored afterwards for other modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ------------------------------------------------------------------------------------------
 # input generators (seeded, tiny)
 # ------------------------------------------------------------------------------------------

@@ -25,8 +25,6 @@ from dfpt_core.models import (
 from dfpt_core.run.build import build, run
 from dfpt_core.run.config import ConfigError, load_config
 
-pytestmark = pytest.mark.usefixtures("two_threads")
-
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "run.yaml"

@@ -140,17 +140,6 @@ def shape_diff(expected: dict, actual: dict) -> str:
     return "; ".join(parts + shapes)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_intra_op_thread():
-    """Batches of two 32x32 images gain nothing from intra-op threads, while spinning OpenMP
-    workers make hundreds of tiny ops crawl when other processes share the cores. Restored after
-    this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=ALL_MODELS)
 def zoo_model(request):
     """(name, model) at the defaults (100 classes, 3 channels); shared read-only per name

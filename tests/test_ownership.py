@@ -8,14 +8,12 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, tiny_yaml
 
 from dfpt_core.cli import main
 from dfpt_core.engine.records import RunFolderError, run_lock
 from dfpt_core.models import read_checkpoint
 from dfpt_core.run.build import run
-
-pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def test_a_finished_run_is_not_overwritten_without_overwrite(tmp_path, fmnist_root):
@@ -56,11 +54,13 @@ def test_resume_refuses_another_configuration_naming_the_keys(tmp_path, fmnist_r
 
 
 def test_the_command_line_says_resume_or_overwrite(tmp_path, fmnist_root, capsys):
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        f"method: ce\nstudent: resnet8\ndataset: fashion_mnist\nin_chans: 1\nepochs: 1\n"
-        f"limit_train: 64\nlimit_test: 32\nbatch_size: 32\ndevice: cpu\nprogress: false\n"
-        f"data_root: {fmnist_root}\nout_dir: {tmp_path / 'runs'}\n"
+    config = tiny_yaml(
+        tmp_path / "run.yaml",
+        tmp_path / "runs",
+        fmnist_root,
+        epochs=1,
+        limit_train=64,
+        limit_test=32,
     )
     assert main(["train", "--config", str(config)]) == 0
     assert main(["train", "--config", str(config)]) == 2

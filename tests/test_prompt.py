@@ -7,11 +7,10 @@ What is checked, and how:
   counts made by hand from the block formulas, for every zoo teacher;
 - gradient routing per loss term (torch.autograd.grad on each term separately), the supervision
   switch, optimizer groups, bad inputs, the multi-scale partial convolution;
-- on real Fashion-MNIST (skipped only when the data is absent): a "ce"-trained resnet14 teacher,
-  the original path bit-identical after many SGD steps (DFPT-KD and, through the real Trainer,
-  DFPT-KDt), and DFPT-KD learning: the prompt loss falls and the prompt path becomes reachable
-  (its agreement with the student rises). Images are pooled 32x32 -> 16x16 as in
-  tests/test_methods.py (the zoo's ResNets end in adaptive pooling), to fit 2 CPU cores.
+- on real Fashion-MNIST (skipped only when the data is absent) with the project's shipped,
+  trained resnet20 teacher (conftest's `shipped_teacher`): the original path bit-identical after
+  SGD steps (DFPT-KD and, through the real Trainer, DFPT-KDt), and DFPT-KD learning: the prompt
+  loss falls and the prompt path becomes reachable (its agreement with the student rises).
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import batches, predict, shipped_checkpoint
 from torch import nn
 
-from dfpt_core import data
 from dfpt_core.engine.metrics import evaluate
 from dfpt_core.engine.trainer import Trainer
 from dfpt_core.losses import kd_loss
@@ -44,6 +43,7 @@ from dfpt_core.models import (
 from dfpt_core.models.stages import flatten, global_avg_pool, relu
 from dfpt_core.prompt import DualPathTeacher, FusionBlock, MultiScalePartialConv, PromptBlock
 from dfpt_core.run.config import make_config
+from dfpt_core.run.weights import load_network
 
 ZOO = (
     "resnet8",
@@ -88,7 +88,7 @@ FAMILIES = (
     "tv_resnet18",
     "tv_mobilenet_v2",
 )
-SIZE = 16  # real-data tests: Fashion-MNIST pooled 32x32 -> 16x16
+SIZE = 16  # random-input tests: small images
 SMALL = (1, SIZE, SIZE)
 SMALL_RUN = RunContext(10, SMALL, DEFAULT_CONTEXT.epochs)  # what `create` is told of the run
 DFPT = ("dfpt_kd", "dfpt_kdt")
@@ -101,12 +101,8 @@ PAPER_WRN40_2_PARAMS, PAPER_WRN40_2_MACS = 0.03e6, 5.87e6
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions on a shared 2-core machine: one intra-op thread (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _free_zoo_teachers():
     yield
-    torch.set_num_threads(previous)
     zoo_teacher.cache_clear()  # ~190 M parameters of cached zoo networks
 
 
@@ -785,20 +781,13 @@ def test_multiscale_partial_conv_groups_by_kernel():
 # ------------------------------------------------------------------------------------------
 # 6-7. real data: the original path never changes, the prompt path learns and becomes reachable
 # ------------------------------------------------------------------------------------------
-TEACHER_STEPS, DFPT_STEPS, KDT_STEPS, WINDOW = 200, 150, 50, 20
-
-
-def _prepare(x: torch.Tensor) -> torch.Tensor:
-    mean, std = data.dataset_info("fashion_mnist").normalization(1)
-    return F.avg_pool2d(x.float().div(255).sub(mean[0]).div(std[0]), 2)
-
-
-def batches(x, y, batch_size: int = 32, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - batch_size + 1, batch_size):
-            yield x[order[i : i + batch_size]], y[order[i : i + batch_size]]
+# The DFPT-KD run starts from the shipped resnet8 (a trained student, as in fine-tuning): its
+# agreement with the prompt path then measures the prompt path, not the student learning the task
+# from scratch (which took 150 steps and swung by tens of points between evaluations), and 40
+# steps of lr 0.01 suffice (lr 0.05 wrecks the trained student while the prompt's head is still
+# random). DFPT-KDt only needs to move the backbone copy: a few steps.
+DFPT_STEPS, KDT_STEPS, WINDOW, LR = 40, 8, 10, 0.01
+RUN = RunContext(10, (1, 32, 32), DEFAULT_CONTEXT.epochs)
 
 
 class StepLoader:
@@ -820,7 +809,7 @@ class StepLoader:
             yield next(stream)
 
 
-def sgd_steps(d, stream, steps, lr=0.05):
+def sgd_steps(d, stream, steps, lr=LR):
     """What the Trainer does per step: SGD (momentum 0.9, wd 5e-4) over `param_groups`, the
     distiller called as `d(images, targets, epoch=...)`; returns the loss dicts (floats)."""
     opt = torch.optim.SGD(d.param_groups(lr, 5e-4), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -837,25 +826,30 @@ def sgd_steps(d, stream, steps, lr=0.05):
 
 
 @pytest.fixture(scope="module")
-def fmnist(fmnist_root):
-    """2048 train / 500 test class-stratified real Fashion-MNIST images, 1 x 16 x 16."""
-    x, y = data.load_tensors("fashion_mnist", True, fmnist_root, in_chans=1, limit=2048)
-    xt, yt = data.load_tensors("fashion_mnist", False, fmnist_root, in_chans=1, limit=500)
-    return _prepare(x), y, _prepare(xt), yt
+def fmnist(fmnist_tensors):
+    """2048 train / 500 test real Fashion-MNIST images (the first 500 of conftest's 1000, every
+    class about equally), 1 x 32 x 32."""
+    x, y, xt, yt = fmnist_tensors
+    return x, y, xt[:500], yt[:500]
 
 
 @pytest.fixture(scope="module")
-def teacher(fmnist):
-    """A resnet14 trained with method "ce" (eval mode); tests wrap deep copies of it."""
-    x, y, xt, yt = fmnist
-    torch.manual_seed(1)
-    trainer = create("ce", student=create_model("resnet14", num_classes=10, in_chans=1))
-    sgd_steps(trainer, batches(x, y, seed=1), TEACHER_STEPS)
-    model = trainer.student.eval()
-    with torch.no_grad():
-        # a real teacher, far above chance (measured 77 %; the bound is midway to chance)
-        assert (model(xt).argmax(1) == yt).float().mean() > 0.5
+def teacher(shipped_teacher, fmnist):
+    """The shipped resnet20 (eval mode, frozen); tests wrap deep copies of it."""
+    model = shipped_teacher.model
+    # a real teacher, far above chance (90 % on this subset; the bound is midway to chance)
+    assert (predict(model, fmnist[2]).argmax(1) == fmnist[3]).float().mean() > 0.5
     return model
+
+
+def eval_logits(d, images, batch_size: int = 125) -> dict[str, torch.Tensor]:
+    """`d.eval_logits(images)` in eval mode, `batch_size` images at a time."""
+    d.eval()
+    with torch.no_grad():
+        outs = [
+            d.eval_logits(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -864,22 +858,18 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def kd_run(fmnist, teacher):
-    """DFPT-KD (resnet8 student) trained DFPT_STEPS steps; what the tests compare."""
+    """DFPT-KD (the shipped resnet8 as student) trained DFPT_STEPS steps; what the tests
+    compare."""
     x, y, xt, yt = fmnist
     original = copy.deepcopy(teacher)
     state = {k: v.clone() for k, v in original.state_dict().items()}
-    with torch.no_grad():
-        reference = original(xt)
+    reference = predict(original, xt)
     torch.manual_seed(0)
-    student = create_model("resnet8", num_classes=10, in_chans=1)
-    d = create("dfpt_kd", student=student, teacher=original, context=SMALL_RUN)
-    d.eval()
-    with torch.no_grad():
-        start = d.eval_logits(xt)
+    student = load_network("resnet8", str(shipped_checkpoint("resnet8")), 10, 1, "student")
+    d = create("dfpt_kd", student=student, teacher=original, context=RUN)
+    start = eval_logits(d, xt)
     history = sgd_steps(d, batches(x, y, seed=2), DFPT_STEPS)
-    d.eval()
-    with torch.no_grad():
-        end = d.eval_logits(xt)
+    end = eval_logits(d, xt)
     return dict(d=d, reference=reference, state=state, start=start, end=end, history=history)
 
 
@@ -903,7 +893,7 @@ def test_dfpt_kd_prompt_path_learns_and_becomes_reachable(kd_run, fmnist):
         agreement(start["student"], start["prompt"]),
         agreement(end["student"], end["prompt"]),
     )
-    # measured on x86-64: agreement 0 -> 87 %, prompt top-1 76 %; the bounds keep wide margins
+    # measured on x86-64: agreement 1 -> 81 %, prompt top-1 88 %; the bounds keep wide margins
     assert after > before + 40, (before, after)
     yt = fmnist[3]
     prompt_top1 = 100.0 * float((end["prompt"].argmax(1) == yt).float().mean())
@@ -931,17 +921,16 @@ def test_dfpt_kdt_original_path_is_bit_identical_under_the_trainer(fmnist, teach
     x, y, xt, yt = fmnist
     original = copy.deepcopy(teacher)
     state = {k: v.clone() for k, v in original.state_dict().items()}
-    with torch.no_grad():
-        reference = original(xt)
+    reference = predict(original, xt)
     torch.manual_seed(0)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    d = create("dfpt_kdt", student=student, teacher=original, context=SMALL_RUN)
+    d = create("dfpt_kdt", student=student, teacher=original, context=RUN)
     backbone = {k: v.clone() for k, v in d.dual.backbone.state_dict().items()}
     cfg = make_config(
         dict(
             method="dfpt_kdt",
             student="resnet8",
-            teacher="resnet14",
+            teacher="resnet20",
             dataset="fashion_mnist",
             in_chans=1,
             epochs=1,
@@ -957,9 +946,7 @@ def test_dfpt_kdt_original_path_is_bit_identical_under_the_trainer(fmnist, teach
     record = trainer.fit()
     # the trainer logs the prompt path and its agreement with the student every epoch
     assert {"prompt_top1", "agree_student_prompt", "train_prompt_teacher"} <= set(record)
-    d.eval()
-    with torch.no_grad():
-        out = d.eval_logits(xt)
+    out = eval_logits(d, xt)
     assert torch.equal(out["teacher"], reference)
     after = d.teacher.state_dict()
     for k, v in state.items():

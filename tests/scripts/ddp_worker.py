@@ -1,5 +1,6 @@
-"""Run by tests/test_train.py under `torchrun --nproc_per_node 2`: train a tiny KD run with DDP
-(gloo on CPU) and write this rank's view of the result to <out>/rank<R>.json."""
+"""Run by tests/test_train.py under `torchrun --nproc_per_node 2` with a config file (the suite's
+tiny KD run): train it with DDP (gloo on CPU) and write this rank's view of the result to
+<out_dir>/rank<R>.json."""
 
 import hashlib
 import json
@@ -9,32 +10,13 @@ from pathlib import Path
 import torch
 
 from dfpt_core.run.build import run
-from dfpt_core.run.config import make_config
+from dfpt_core.run.config import load_config
 
 
-def main(out: str, teacher_ckpt: str, data_root: str) -> None:
+def main(config: str) -> None:
     torch.set_num_threads(1)
-    cfg = make_config(
-        dict(
-            name="ddp",
-            method="kd",
-            student="resnet8",
-            teacher="resnet8",
-            teacher_checkpoint=teacher_ckpt,
-            dataset="fashion_mnist",
-            data_root=data_root,
-            in_chans=1,
-            limit_train=256,
-            limit_test=64,
-            epochs=2,
-            batch_size=32,
-            lr=0.05,
-            milestones=[1],
-            out_dir=out,
-            progress=False,
-            device="cpu",
-        )
-    )
+    cfg = load_config(config)
+    out = cfg.out_dir
     trainer = run(cfg)
     rank = trainer.dist.rank
     digest = hashlib.sha256()
