@@ -35,9 +35,10 @@ book: data
 ## test: lint, the library tests and the notebook regression tests (nbval)
 test: data lint test-lib test-book
 
-# Tests that need the real data fail (not skip) when it is absent: DFPT_REQUIRE_DATA=1.
+# Tests that need the real data fail (not skip) when it is absent: DFPT_REQUIRE_DATA=1. One
+# pytest worker per core (pytest-xdist); each test runs torch on one thread (tests/conftest.py).
 test-lib: data
-	DFPT_REQUIRE_DATA=1 $(BIN)/python -m pytest tests
+	DFPT_REQUIRE_DATA=1 $(BIN)/python -m pytest tests -n auto
 
 test-book: data
 	DFPT_HEADLESS=1 $(BIN)/python -m pytest book $(PYTEST_BOOK)

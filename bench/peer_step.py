@@ -90,7 +90,7 @@ def main():
     device = resolve_device("auto")
     common = pair_settings(args.quick)
     settings = {"batch": common["batch"], "pair": {"name": PAIR.name, **common["pairs"][PAIR.name]}}
-    settings.update(warmup=1 if args.quick else 3, rounds=2 if args.quick else 20)
+    settings.update(warmup=0 if args.quick else 3, rounds=1 if args.quick else 20)
     fastest = fastest_setting(device)
     settings["fastest"] = {"name": fastest.name, "channels_last": fastest.channels_last}
     settings["fastest"]["amp"] = fastest.amp

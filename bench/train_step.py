@@ -25,8 +25,8 @@ from dfpt_core.engine.runtime import resolve_device
 def main():
     args = parse_args(__doc__)
     device = resolve_device("auto")
-    settings = {**pair_settings(args.quick), "warmup": 1 if args.quick else 2}
-    settings["rounds"] = 2 if args.quick else 10
+    settings = {**pair_settings(args.quick), "warmup": 0 if args.quick else 2}
+    settings["rounds"] = 1 if args.quick else 10
     settings["step_settings"] = {
         s.name: {"channels_last": s.channels_last, "amp": s.amp, "precision": s.precision}
         for s in SETTINGS
