@@ -2,12 +2,38 @@
 
 Li, Liu, Hu, Chen & Chen, "Dual Forward Path Teacher Knowledge Distillation" (arXiv 2506.18244).
 The original path is the untouched pre-trained teacher. The prompt path re-uses the teacher's
-stages but, after stage i, replaces the feature x_i by F_i(x_i + P_i(x_i)) and ends in a new head.
+stages but, after stage i, replaces the feature x_i by F_i(x_i, P_i(x_i)) and ends in a new head.
+The paper (as summarised in the project's source) says that a fusion block "combines that prompt
+with the teacher's original intermediate feature using a 1 by 1 convolution"; how, and how the
+blocks start, it does not say. The variants (`FUSION_MODES`, `PROMPT_INITS`) are this project's
+readings of that sentence:
 
-Initialisation (this project's choice): the last 1x1 conv of every prompt block starts at zero
-(P_i(x) = 0) and every fusion block starts as the identity, so at step 0 the prompt path computes
-exactly the teacher's features; only the new head differs (re-initialised classifier, as in the
-paper, or copied with head_init="copy" to make the whole prompt path equal the teacher).
+- "residual" + prompt_init "zero" (the default): F(x, P) = z + BN(conv1x1(z)), z = x + P, the BN
+  scale and P's last conv starting at zero, so the prompt path computes exactly the teacher's
+  features at step 0 (only the new head differs);
+- "concat" + prompt_init "standard" (the literal reading): F(x, P) = BN(conv1x1([x; P])) over the
+  concatenation, PyTorch's default initialisation everywhere, so the prompt path starts away
+  from the teacher;
+- "grouped": the residual form with a grouped 1x1 conv (groups of GROUP_WIDTH channels), whose
+  weights grow as 16 C rather than C^2;
+- "add": F(x, P) = x + P, the paper's ablation without the fusion block.
+
+Cost of all prompt + fusion blocks (`DualPathTeacher.budget`, 100 classes, 32x32 input, r1=4,
+r2=0.25, kernels 3/5/7; M parameters / M multiply-adds), against the paper's Table VII for
+WRN-40-2 (0.03 M parameters, 5.87 M FLOPs):
+
+    teacher (params)      residual          grouped           concat
+    wrn_40_2 (2.26 M)      0.035 /   5.06     0.017 /   2.83     0.057 /   8.21
+    resnet56 (0.86 M)      0.009 /   1.34     0.006 /   1.01     0.015 /   2.13
+    resnet32x4 (7.43 M)    0.139 /  20.04     0.060 /   9.29     0.225 /  32.62
+    vgg13 (9.46 M)         0.974 /  26.77     0.390 /  11.04     1.580 /  43.55
+    ResNet50 (23.71 M)     8.917 / 428.72     3.408 / 168.15    14.487 / 697.16
+    ShuffleV1 (0.95 M)     1.940 /  70.71     0.758 /  28.20     3.150 / 114.95
+
+The grouped fusion removes the fusion's C^2 term; on wide teachers what remains is the prompt
+blocks' own 1x1 down and up convs (2 C^2 / r1), so the blocks stay costly there whatever the
+fusion (ShuffleV1: more than the network itself). `python -m dfpt_core.prompt` prints the table
+(tests/test_prompt.py checks each figure against a count by hand).
 """
 
 from __future__ import annotations
@@ -20,10 +46,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import count_params, create_model
 from .models.stages import Stages, StageSpec
 
-FUSION_MODES = ("conv", "add")
+FUSION_MODES = ("residual", "concat", "grouped", "add")
+PROMPT_INITS = ("zero", "standard")
 HEAD_INITS = ("random", "copy")
+BACKBONE_BN = ("train", "eval")
+GROUP_WIDTH = 16  # channels per group of the "grouped" fusion (this project's choice)
+BUDGET_TEACHERS = ("wrn_40_2", "resnet56", "resnet32x4", "vgg13", "ResNet50", "ShuffleV1")
 
 
 def split_sizes(total: int, parts: int) -> list[int]:
@@ -64,49 +95,70 @@ def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 class PromptBlock(nn.Module):
     """P_i: 1x1 down-conv (channels / r1) -> multi-scale partial conv (fraction r2 of the
     reduced channels, one group per kernel) -> 1x1 pointwise conv -> 1x1 up-conv to `channels`.
-    BN + ReLU follow the down and pointwise convs; the up-conv starts at zero."""
+    BN + ReLU follow the down and pointwise convs; the up-conv starts at zero (init "zero") or
+    at PyTorch's default (init "standard")."""
 
     def __init__(
-        self, channels: int, r1: float = 4, r2: float = 0.25, kernels: Sequence[int] = (3, 5, 7)
+        self,
+        channels: int,
+        r1: float = 4,
+        r2: float = 0.25,
+        kernels: Sequence[int] = (3, 5, 7),
+        init: str = "zero",
     ):
         super().__init__()
         if r1 < 1:
             raise ValueError(f"r1 (channel reduction) must be >= 1, got {r1}")
+        if init not in PROMPT_INITS:
+            raise ValueError(f"prompt_init must be one of {PROMPT_INITS}, got {init!r}")
         hidden = max(len(kernels), int(channels // r1))
         self.down = conv_bn_relu(channels, hidden)
         self.mspconv = MultiScalePartialConv(hidden, r2, kernels)
         self.pointwise = conv_bn_relu(hidden, hidden)
         self.up = nn.Conv2d(hidden, channels, 1)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        if init == "zero":
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.up(self.pointwise(self.mspconv(self.down(x))))
 
 
-class FusionBlock(nn.Module):
-    """F_i: fuses the prompt into the feature with a 1x1 conv on z = x + prompt.
+def group_width(channels: int) -> int:
+    """Channels per group of the "grouped" fusion: the smallest divisor of `channels` that is at
+    least GROUP_WIDTH (all of them when there are fewer)."""
+    return next(w for w in range(min(GROUP_WIDTH, channels), channels + 1) if channels % w == 0)
 
-    mode="conv": F(z) = z + BN(conv1x1(z)), the BN scale initialised to zero, so F starts as
-    the identity; the residual, batch-normalised form keeps the features entering the frozen
-    next stage in their trained range (a bare identity-initialised 1x1 conv in front of frozen
-    eval-mode stages diverges at the paper's learning rate). mode="add": the ablation without
-    the conv, F(z) = z.
+
+class FusionBlock(nn.Module):
+    """F_i(x, P): fuses the prompt P into the teacher's feature x (variants: module docstring).
+
+    The residual forms ("residual", "grouped") start as F = x + P: the BN after their 1x1 conv
+    has its scale initialised to zero, and the normalised correction keeps the features that
+    enter the frozen next stage in their trained range (this project's choice; unmeasured
+    against a bare conv). "concat" is a 1x1 conv from the 2C channels of [x; P] to C, then BN,
+    default initialisation. "add" has no parameters.
     """
 
-    def __init__(self, channels: int, mode: str = "conv"):
+    def __init__(self, channels: int, mode: str = "residual"):
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
         self.mode = mode
-        if mode == "conv":
-            self.conv = nn.Conv2d(channels, channels, 1, bias=False)
-            self.bn = nn.BatchNorm2d(channels)
+        if mode == "add":
+            return
+        cin = 2 * channels if mode == "concat" else channels
+        groups = channels // group_width(channels) if mode == "grouped" else 1
+        self.conv = nn.Conv2d(cin, channels, 1, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        if mode != "concat":
             nn.init.zeros_(self.bn.weight)
 
     def forward(self, x: Tensor, prompt: Tensor) -> Tensor:
+        if self.mode == "concat":
+            return self.bn(self.conv(torch.cat([x, prompt], dim=1)))
         fused = x + prompt
-        return fused + self.bn(self.conv(fused)) if self.mode == "conv" else fused
+        return fused if self.mode == "add" else fused + self.bn(self.conv(fused))
 
 
 class DualOutput(NamedTuple):
@@ -140,7 +192,11 @@ class DualPathTeacher(nn.Module):
     Prompt/fusion blocks sit after every chosen stage (`positions`, default all N boundaries).
     With `finetune=False` (DFPT-KD) the prompt path runs through the teacher's own frozen modules
     and both paths share the computation up to the first prompt. With `finetune=True` (DFPT-KDt)
-    the prompt path owns a trainable copy of the whole backbone; the original stays frozen.
+    the prompt path owns a trainable copy of the whole backbone; the original stays frozen. The
+    copy's BatchNorm layers normalise with batch statistics and update their running averages
+    while training (`backbone_bn="train"`), or keep the teacher's running statistics
+    (`backbone_bn="eval"`, so that at step 0 the copy computes exactly the teacher's features);
+    their affine parameters train either way.
     """
 
     def __init__(
@@ -150,15 +206,19 @@ class DualPathTeacher(nn.Module):
         r1: float = 4,
         r2: float = 0.25,
         kernels: Sequence[int] = (3, 5, 7),
-        fusion: str = "conv",
+        fusion: str = "residual",
+        prompt_init: str = "zero",
         head_init: str = "random",
         finetune: bool = False,
+        backbone_bn: str = "train",
         spec: StageSpec | None = None,
         input_size: Sequence[int] = (3, 32, 32),
     ):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+        if backbone_bn not in BACKBONE_BN:
+            raise ValueError(f"backbone_bn must be one of {BACKBONE_BN}, got {backbone_bn!r}")
         self.original = teacher
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -166,10 +226,11 @@ class DualPathTeacher(nn.Module):
         original_stages = Stages(teacher, spec)
         self.positions = parse_positions(positions, original_stages.num_stages)
         self.finetune = finetune
+        self.backbone_bn = backbone_bn
         self.input_size = tuple(input_size)
         channels = {b.index: b.channels for b in original_stages.boundaries(input_size)}
         self.prompts = nn.ModuleDict(
-            {str(i): PromptBlock(channels[i], r1, r2, kernels) for i in self.positions}
+            {str(i): PromptBlock(channels[i], r1, r2, kernels, prompt_init) for i in self.positions}
         )
         self.fusions = nn.ModuleDict(
             {str(i): FusionBlock(channels[i], fusion) for i in self.positions}
@@ -198,6 +259,10 @@ class DualPathTeacher(nn.Module):
     def train(self, mode: bool = True) -> DualPathTeacher:
         super().train(mode)
         self.original.eval()  # the original path is always the pre-trained teacher
+        if self.backbone is not None and self.backbone_bn == "eval":
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def prompt_modules(self) -> list[nn.Module]:
@@ -238,8 +303,9 @@ class DualPathTeacher(nn.Module):
 
     @torch.no_grad()
     def budget(self) -> dict[str, float]:
-        """Parameters and FLOPs of all prompt + fusion blocks for one image (paper, Table VII;
-        "macs" = multiply-accumulates, the unit the paper's tables call FLOPs)."""
+        """Parameters and FLOPs of all prompt + fusion blocks for one image, to set beside the
+        paper's Table VII ("flops" counts a multiply-add as 2, "macs" as 1; which convention the
+        paper's FLOPs use, the project's source does not say)."""
         params = sum(p.numel() for m in (self.prompts, self.fusions) for p in m.parameters())
         bounds = {b.index: b for b in self._original.boundaries(self.input_size)}
         was_training = self.training
@@ -262,3 +328,23 @@ class DualPathTeacher(nn.Module):
             self.train(was_training)
         flops = counter.get_total_flops()
         return {"params": params, "flops": flops, "macs": flops // 2}
+
+
+def budget_table(names: Sequence[str] = BUDGET_TEACHERS, num_classes: int = 100) -> str:
+    """The table of the module docstring: each teacher's size and the blocks' budget (M
+    parameters / M multiply-adds) per fusion variant."""
+    fusions = ("residual", "grouped", "concat")
+    lines = ["teacher (params)      " + "".join(f"{f:18s}" for f in fusions).rstrip()]
+    for name in names:
+        teacher = create_model(name, num_classes=num_classes)
+        cells = []
+        for fusion in fusions:
+            b = DualPathTeacher(teacher, fusion=fusion).budget()
+            cells.append(f"{b['params'] / 1e6:6.3f} / {b['macs'] / 1e6:6.2f}")
+        label = f"{name} ({count_params(teacher) / 1e6:.2f} M)"
+        lines.append(f"{label:22s}" + "    ".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(budget_table())

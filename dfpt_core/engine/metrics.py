@@ -21,6 +21,13 @@ def topk_correct(logits: Tensor, targets: Tensor, ks=(1, 5)) -> dict[int, int]:
     return {k: int(hit[:, :k].any(dim=1).sum()) for k in ks}
 
 
+def kl_per_sample(target_logits: Tensor, logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(target / T) || softmax(logits / T)) of each sample, summed over classes."""
+    log_p = torch.log_softmax(target_logits / temperature, dim=1)
+    log_q = torch.log_softmax(logits / temperature, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
 @torch.no_grad()
 def evaluate(distiller, loader, temperature: float = 4.0, autocast=None) -> dict[str, float]:
     """Metrics over `loader` (percentages for accuracies and agreement):
@@ -30,7 +37,10 @@ def evaluate(distiller, loader, temperature: float = 4.0, autocast=None) -> dict
     - `gap`: teacher top-1 minus student top-1;
     - `kd`, `tckd`, `nckd`, `teacher_pt_T`: the DKD decomposition of KD(teacher -> student) at
       `temperature`, averaged per sample (KD = TCKD + (1 - p_t^T) NCKD holds per sample);
-    - `agree_<a>_<b>`: % of samples where paths a and b predict the same class.
+    - `agree_<a>_<b>`: % of samples where paths a and b predict the same class;
+    - `kl_<a>_<path>` for every other path (e.g. the prompt path) and a in (teacher, student):
+      KL(p_a || p_path) at `temperature`, summed over classes, averaged per sample (without the
+      T^2 of the loss): how far that path is from each end of the gap.
     """
     was_training = distiller.training
     distiller.eval()
@@ -52,6 +62,12 @@ def evaluate(distiller, loader, temperature: float = 4.0, autocast=None) -> dict
                 for key in ("kd", "tckd", "nckd"):
                     sums[key] += float(parts[key].sum())
                 sums["teacher_pt_T"] += float(parts["pt_teacher"].sum())
+            for path in set(outs) - {"student", "teacher"}:
+                for a in ("teacher", "student"):
+                    if a in outs:
+                        sums[f"kl_{a}_{path}"] += float(
+                            kl_per_sample(outs[a], outs[path], temperature).sum()
+                        )
             preds = {k: v.argmax(1) for k, v in outs.items()}
             for a, b in combinations(preds, 2):
                 sums[f"agree_{a}_{b}"] += int((preds[a] == preds[b]).sum())

@@ -126,6 +126,7 @@ class Trainer:
         self.train_loader, self.test_loader = train_loader, test_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
+        self.step_callbacks = [cb for cb in self.callbacks if hasattr(cb, "on_step_end")]
         self.dist = dist or DistInfo()
         self.device = torch.device(device)
         self.progress = cfg.progress if progress is None else progress
@@ -406,6 +407,8 @@ class Trainer:
             self._accumulate(losses, loss, logits, targets)
             self.step = i + 1
             bar.update(1)
+            for cb in self.step_callbacks:
+                cb.on_step_end(self, epoch * len(self.train_loader) + self.step)
             if stop["signum"] is not None and self.step < len(self.train_loader):
                 self.save("last")  # mid-epoch: the state after a whole optimizer step
                 raise self._interrupted(stop["signum"])

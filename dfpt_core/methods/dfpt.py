@@ -9,11 +9,25 @@ One backward pass of the summed losses updates every part from its own objective
 - student: L_S = w_ce * CE + w_kd * T^2 KL(p_T || p_S) + w_kdp * T^2 KL(p_P.detach() || p_S);
 - the original path runs under no_grad and never changes.
 
-Easy to hard: supervised by the student, the prompt path starts close to what the student can
-reach and is pulled up by the teacher as training goes (the paper's Fig. 3). The trainer logs
-the prompt path's agreement with student and teacher every epoch; `prompt_teacher_warmup`
-(epochs, default 0 = off, the paper's setting) makes the order explicit by ramping the
-teacher's pull on the prompt path linearly from 0 (the project's optional curriculum).
+Easy to hard (the paper, as summarised in the project's source): "the prompt path starts out
+close to the student and gradually grows more demanding"; in its Fig. 3 the prompt path's
+training accuracy improved only with both supervisions active. How the path starts depends on
+the fusion variant and initialisation (`prompt.py`): with this project's identity start
+("residual" + "zero") it starts as the teacher, with the literal reading ("concat" + "standard")
+it starts away from it. The trainer records per epoch the prompt path's top-1, true-class
+confidence, agreement with and KL to the student and the teacher (`engine.metrics.evaluate`);
+`engine.probe.PathProbe` records them every N steps. `prompt_teacher_warmup` (epochs; 0 = off,
+this project's default) ramps the teacher's pull on the prompt path linearly from 0 (this
+project's optional curriculum; the summary does not mention one).
+
+Learning rates (this project's choice; the summary only says the KDt backbone fine-tunes "with a
+small learning rate"): the prompt modules train at `prompt_lr` and the KDt backbone copy at
+`backbone_lr`, absolute initial rates that follow the run's schedule, independent of the
+student's rate (so a ShuffleNet/MobileNet student's 0.01 does not change them).
+
+Controls as hyperparameters: the student learns from the original path only
+(`prompt_kd_weight=0`), the prompt path only (`kd_weight=0`) or both (the default: 0.9 + 0.9, a
+total distillation weight of 1.8; KD's matched control is `kd` with `kd_weight=1.8`).
 """
 
 from __future__ import annotations
@@ -64,10 +78,12 @@ class DFPTBase(Distiller):
         r1: float = 4
         r2: float = 0.25
         kernels: Sequence[int] = (3, 5, 7)
-        fusion: str = "conv"
+        fusion: str = "residual"
+        prompt_init: str = "zero"
         head_init: str = "random"
-        prompt_lr_scale: float = 1.0
-        backbone_lr_scale: float = 0.1
+        prompt_lr: float = 0.05
+        backbone_lr: float = 0.005
+        backbone_bn: str = "train"
         prompt_weight_decay: float | None = None
 
     def __init__(
@@ -91,8 +107,10 @@ class DFPTBase(Distiller):
             r2=hp.r2,
             kernels=hp.kernels,
             fusion=hp.fusion,
+            prompt_init=hp.prompt_init,
             head_init=hp.head_init,
             finetune=self.finetune,
+            backbone_bn=hp.backbone_bn,
             spec=spec,
             input_size=context.input_size,
         )
@@ -106,7 +124,7 @@ class DFPTBase(Distiller):
         self.prompt_teacher_warmup = hp.prompt_teacher_warmup
         self.prompt_student_weight = prompt_student_weight if supervision != "teacher" else 0.0
         self.prompt_ce_weight = hp.prompt_ce_weight
-        self.prompt_lr_scale, self.backbone_lr_scale = hp.prompt_lr_scale, hp.backbone_lr_scale
+        self.prompt_lr, self.backbone_lr = hp.prompt_lr, hp.backbone_lr
         self.prompt_weight_decay = hp.prompt_weight_decay
 
     @property
@@ -162,7 +180,7 @@ class DFPTBase(Distiller):
             {
                 "name": "prompt",
                 "params": prompt,
-                "lr": base_lr * self.prompt_lr_scale,
+                "lr": self.prompt_lr,
                 "weight_decay": wd,
             },
         ]
@@ -171,7 +189,7 @@ class DFPTBase(Distiller):
                 {
                     "name": "backbone",
                     "params": [p for p in self.dual.backbone.parameters() if p.requires_grad],
-                    "lr": base_lr * self.backbone_lr_scale,
+                    "lr": self.backbone_lr,
                     "weight_decay": weight_decay,
                 }
             )
@@ -189,6 +207,6 @@ class DFPTKD(DFPTBase):
 @register("dfpt_kdt")
 class DFPTKDt(DFPTBase):
     """DFPT-KDt: as DFPT-KD, and the prompt path's copy of the backbone fine-tunes at
-    `backbone_lr_scale` x the base learning rate; the original path stays the exact teacher."""
+    `backbone_lr` (BatchNorm mode `backbone_bn`); the original path stays the exact teacher."""
 
     finetune = True

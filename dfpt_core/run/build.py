@@ -119,9 +119,9 @@ def run(
     overwrite: bool = False,
 ) -> Trainer:
     """Train `cfg` into `<out_dir>/<name>/` and return the finished Trainer. `callbacks` are
-    Trainer callbacks (on_train_start / on_epoch_end / on_train_end), e.g. the workbook's
-    live dashboard. Where a run exists: `resume` continues it, `overwrite` starts it again
-    (see `Trainer.fit`)."""
+    Trainer callbacks (on_train_start / on_step_end / on_epoch_end / on_train_end), e.g. the
+    workbook's live dashboard or `engine.probe.PathProbe`. Where a run exists: `resume`
+    continues it, `overwrite` starts it again (see `Trainer.fit`)."""
     distiller, train_loader, test_loader, device, dist = build(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
     trainer = Trainer(

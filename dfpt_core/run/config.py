@@ -22,8 +22,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Defaults are the paper's CIFAR-100 recipe (DFPT-KD/DKD/CRD): 240 epochs, SGD momentum 0.9,
-    batch 64, lr 0.05 (0.01 for ShuffleNet/MobileNet students), x0.1 at 150/180/210, wd 5e-4."""
+    """Defaults are the CIFAR-100 recipe of the public KD codebases (CRD/DKD/mdistiller; this
+    project assumes DFPT-KD used it too, which the paper's summary does not say): 240 epochs, SGD
+    momentum 0.9, batch 64, lr 0.05 (0.01 for ShuffleNet/MobileNet students), x0.1 at
+    150/180/210, wd 5e-4."""
 
     name: str = "run"
     method: str = "kd"

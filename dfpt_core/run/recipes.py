@@ -1,6 +1,6 @@
 """Recipes: the scales of the project (`smoke` for CI, `cpu` for the reader's book on a laptop,
-`full` for the paper's CIFAR-100 recipe on GPU servers), and multi-run recipes such as TAKD's
-chain of runs.
+`full` for CIFAR-100 with the public KD codebases' recipe on GPU servers), and multi-run
+recipes such as TAKD's chain of runs.
 
 The paper's table as runs: one recipe per scale (`RECIPES`, `recipe`), the table of the paper's
 pairs with the figures each run reproduces (`DFPT_CIFAR100`, `DKD_CIFAR100`), and the per-pair
@@ -86,7 +86,8 @@ def takd_stage_configs(
 #: file's `base:`), plus the keys of `RECIPE_KEYS`. Each choice is stated once: `cpu` states only
 #: what differs from `full`, and `smoke` only what differs from `cpu`.
 RECIPES: dict[str, dict] = {
-    # The paper's CIFAR-100 recipe (DFPT-KD, the same as CRD/DKD/mdistiller) on a GPU server,
+    # CIFAR-100 with the recipe of the public KD codebases (CRD/DKD/mdistiller; the summary of the
+    # DFPT-KD paper does not give its schedule: this project's assumption) on a GPU server,
     # with the published teachers (`dfpt teachers fetch`).
     "full": {
         "dataset": "cifar100",
@@ -148,8 +149,8 @@ RECIPE_KEYS = {
 }
 
 #: The DFPT-KD paper's 11 CIFAR-100 pairs, (teacher, student) in zoo names, in the order of its
-#: Tables I (six same-family pairs) and II (five cross-family pairs), with the published top-1 %
-#: of each column (`DFPT_COLUMNS`): the teacher, the student alone, KD, DFPT-KD, DFPT-KDt.
+#: same-family (six pairs) and cross-family (five pairs) tables, with the published top-1 % of
+#: each column (`DFPT_COLUMNS`): the teacher, the student alone, KD, DFPT-KD, DFPT-KDt.
 DFPT_CIFAR100 = {
     ("resnet32x4", "resnet8x4"): (79.42, 72.50, 73.33, 77.48, 78.63),
     ("resnet110", "resnet32"): (74.31, 71.14, 73.08, 73.92, 74.65),
@@ -198,7 +199,7 @@ SMALL_LR = 0.01
 
 _TITLES = {"kd": "KD (T=4)", "dfpt_kd": "DFPT-KD", "dfpt_kdt": "DFPT-KDt"}
 _COLUMN = {"kd": "KD", "dfpt_kd": "DFPT-KD", "dfpt_kdt": "DFPT-KDt"}
-_PAPER = "DFPT-KD paper arXiv 2506.18244, Tables I-II"
+_PAPER = "DFPT-KD paper arXiv 2506.18244, CIFAR-100 per-pair tables"
 
 
 def _choose(key: str, value, allowed) -> None:

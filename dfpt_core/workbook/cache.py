@@ -82,7 +82,8 @@ def cached_run(
     `<cache_dir>/<name>-<hash of values>/`. A finished run there, or shipped in the repository
     under that name (the `cpu`-scale teachers, `shipped_run`), is loaded (history, best);
     otherwise it is trained (resuming an interrupted attempt) with `callbacks` (Trainer
-    callbacks: on_train_start / on_epoch_end / on_train_end) and its records written."""
+    callbacks: on_train_start / on_step_end / on_epoch_end / on_train_end) and its records
+    written."""
     from ..run.build import run
 
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
@@ -222,14 +223,17 @@ def distil(
     epochs: int,
     live: bool = False,
     tag: str = "",
+    callbacks=(),
     **method_args,
 ) -> RunResult:
-    """Train `student` from `teacher` with `method` (loaded if already trained)."""
+    """Train `student` from `teacher` with `method` (loaded if already trained; `callbacks`
+    as in `cached_run`)."""
     name = f"{student}-from-{teacher.arch}-{method}{'-' + tag if tag else ''}"
     return cached_run(
         name,
         cache_dir,
         live=live,
+        callbacks=callbacks,
         method=method,
         student=student,
         teacher=teacher.arch,

@@ -9,8 +9,9 @@ from ..run import recipes
 PAPER = "DFPT-KD (arXiv 2506.18244)"
 
 # The paper's CIFAR-100 pairs, (teacher, student): teacher, student alone, KD, DFPT-KD, DFPT-KDt
-# (Tables I-II), and Decoupled KD's published KD and DKD on them: the recipes' table of pairs
-# (the figures each run of `dfpt train --scale full --pair ...` reproduces), stated there.
+# (its same-family and cross-family tables; the summary we quote does not number them), and
+# Decoupled KD's published KD and DKD on them: the recipes' table of pairs (the figures each
+# run of `dfpt train --scale full --pair ...` reproduces), stated there.
 DFPT_CIFAR100 = recipes.DFPT_CIFAR100
 DFPT_COLUMNS = recipes.DFPT_COLUMNS
 DKD_CIFAR100 = recipes.DKD_CIFAR100
@@ -26,7 +27,9 @@ CAPACITY_COLUMNS = ("ta", "rco", "takd", "dgkd", "aakd", "dfpt_kd", "dfpt_kdt")
 # Average teacher-student gap over the 11 pairs (paper, Table V), points
 TABLE_V_GAP = {"no distillation": 6.37, "kd": 3.98, "dfpt_kd": 1.41, "dfpt_kdt": 0.50}
 
-# Prompt + fusion blocks of a WRN-40-2 teacher (paper, Table VII; FLOPs = multiply-adds)
+# Prompt + fusion blocks of a WRN-40-2 teacher, and a comparable teacher assistant (paper,
+# Table VII). The summary does not say which convention the paper's FLOPs use; this project
+# counts multiply-adds (MACs) and sets `flops_m` beside them, an assumption.
 TABLE_VII = {"params_m": 0.03, "flops_m": 5.87, "teacher_assistant_params_m": 1.09}
 
 # CIFAR-10 capacity study, torchvision ResNets with the CIFAR stem, mean of 3 seeds:

@@ -54,7 +54,8 @@ def write_metrics(out_dir: str | os.PathLike, metrics: dict, **extra) -> Path:
 
 #: The recipe (`dfpt_core.run.recipes`) whose schedule and memory format every notebook run
 #: uses, at every scale: the book's runs are short, so each one follows a cosine schedule over
-#: its own epochs (also at `full` scale, where `dfpt train` uses the paper's multi-step one).
+#: its own epochs (also at `full` scale, where `dfpt train` uses the `full` recipe's
+#: multi-step schedule).
 BOOK_RECIPE = "cpu"
 BOOK_RECIPE_KEYS = ("schedule", "milestones", "channels_last")
 

@@ -1,0 +1,220 @@
+"""The DFPT-KD study at `cpu` scale (issue: the easy-to-hard prompt path, fairly compared).
+
+The book's cpu pair (the shipped resnet20 teacher, a resnet8 student, real Fashion-MNIST, the
+cpu recipe's 5,000 training images and 4 epochs), every run scored on the full test set (10,000
+images, the same for every run) at its last epoch (no selection on the test set). Each DFPT run
+carries a PathProbe: the prompt path's top-1, true-class confidence, agreement with and KL to
+student and teacher on 256 fixed training images every PROBE_EVERY steps (the paper's Fig. 3
+shows the prompt path's training accuracy).
+
+Headline runs (SEEDS, paired by seed): KD, KD with DFPT's total distillation weight (1.8),
+DFPT-KD with each fusion variant (residual = the identity start, grouped, concat = the literal
+reading), DFPT-KDt. Secondary runs (SECONDARY_SEEDS): the prompt path's supervision (teacher
+only, student only) for the residual and the literal variant, the student learning from the
+original path only or the prompt path only, the KDt copy's BatchNorm in eval mode, KD for twice
+the epochs (about DFPT-KD's wall-clock budget), the student alone (CE).
+
+    OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 0 2 4 &
+    OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 1 3; wait
+    python scripts/dfpt_study.py     # all cached: writes results/dfpt_study.json and the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+import dfpt_core
+import dfpt_core.workbook as nb
+from dfpt_core.data import dataset_info, load_tensors
+from dfpt_core.engine.probe import PROBE_FILE, PathProbe
+from dfpt_core.workbook.book import load_params
+from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.stats import describe, paired_difference
+
+SEEDS = (0, 1, 2, 3, 4)
+SECONDARY_SEEDS = (0, 1, 2)
+PROBE_EVERY, PROBE_IMAGES = 10, 256
+LITERAL = {"fusion": "concat", "prompt_init": "standard"}
+
+#: name -> (method, method_args, epochs factor); headline runs first
+HEADLINE = {
+    "kd": ("kd", {}, 1),
+    "kd_matched": ("kd", {"kd_weight": 1.8}, 1),
+    "dfpt_residual": ("dfpt_kd", {}, 1),
+    "dfpt_grouped": ("dfpt_kd", {"fusion": "grouped"}, 1),
+    "dfpt_literal": ("dfpt_kd", LITERAL, 1),
+    "dfpt_kdt": ("dfpt_kdt", {}, 1),
+}
+SECONDARY = {
+    "ce": ("ce", {}, 1),
+    "kd_2x_epochs": ("kd", {}, 2),
+    "dfpt_residual_teacher_only": ("dfpt_kd", {"supervision": "teacher"}, 1),
+    "dfpt_residual_student_only": ("dfpt_kd", {"supervision": "student"}, 1),
+    "dfpt_literal_teacher_only": ("dfpt_kd", {**LITERAL, "supervision": "teacher"}, 1),
+    "dfpt_literal_student_only": ("dfpt_kd", {**LITERAL, "supervision": "student"}, 1),
+    "dfpt_original_only": ("dfpt_kd", {"prompt_kd_weight": 0.0}, 1),
+    "dfpt_prompt_only": ("dfpt_kd", {"kd_weight": 0.0}, 1),
+    "dfpt_kdt_bn_eval": ("dfpt_kdt", {"backbone_bn": "eval"}, 1),
+}
+#: the paired differences the study reports: (a, b) means a - b
+COMPARISONS = (
+    ("dfpt_residual", "kd_matched"),
+    ("dfpt_residual", "kd"),
+    ("kd_matched", "kd"),
+    ("dfpt_kdt", "dfpt_residual"),
+    ("dfpt_grouped", "dfpt_residual"),
+    ("dfpt_literal", "dfpt_residual"),
+    ("dfpt_literal", "kd_matched"),
+    ("kd_2x_epochs", "kd"),
+    ("dfpt_residual", "kd_2x_epochs"),
+    ("dfpt_original_only", "dfpt_residual"),
+    ("dfpt_prompt_only", "dfpt_residual"),
+    ("dfpt_kdt_bn_eval", "dfpt_kdt"),
+    ("kd", "ce"),
+)
+
+
+def probe_batch(params: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first PROBE_IMAGES images of the run's training subset, normalised as in training."""
+    dataset, in_chans = params["dataset"], params["in_chans"]
+    images, targets = load_tensors(
+        dataset, True, in_chans=in_chans, limit=params["limit_train"], seed=seed
+    )
+    mean, std = (
+        torch.tensor(v).view(1, -1, 1, 1) for v in dataset_info(dataset).normalization(in_chans)
+    )
+    x = (images[:PROBE_IMAGES].float() / 255 - mean) / std
+    return x, targets[:PROBE_IMAGES]
+
+
+def train(name: str, spec, params: dict, seed: int, teacher, cache: Path) -> dict:
+    method, args, factor = spec
+    common = {**nb.preset_common(params), "limit_test": None, "seed": seed}
+    epochs = params["student_epochs"] * factor
+    if method == "ce":
+        run = nb.cached_run(
+            f"{params['student']}-ce",
+            cache,
+            method="ce",
+            student=params["student"],
+            epochs=epochs,
+            **common,
+        )
+    else:
+        callbacks = (
+            [PathProbe(*probe_batch(params, seed), PROBE_EVERY)]
+            if method.startswith("dfpt")
+            else []
+        )
+        run = nb.distil(
+            method,
+            teacher,
+            params["student"],
+            cache,
+            common,
+            epochs,
+            tag=name,
+            callbacks=callbacks,
+            **args,
+        )
+    probe = run.run_dir / PROBE_FILE
+    record = json.loads((run.run_dir / "metrics.json").read_text())
+    return {
+        "last": run.final,
+        "history": run.history,
+        "probe": json.loads(probe.read_text()) if probe.is_file() else None,
+        "run": run.run_dir.name,
+        "seconds": record["seconds"],
+    }
+
+
+def summary(runs: dict) -> dict:
+    out = {"runs": {}, "comparisons": {}}
+    for name, per_seed in runs.items():
+        top1 = [per_seed[s]["last"]["student_top1"] for s in sorted(per_seed)]
+        out["runs"][name] = {
+            "seeds": sorted(per_seed),
+            "student_top1": {
+                "mean": statistics.fmean(top1),
+                "std": statistics.stdev(top1),
+                "values": top1,
+            },
+            "seconds": statistics.fmean(per_seed[s]["seconds"] for s in per_seed),
+        }
+        if "prompt_top1" in per_seed[min(per_seed)]["last"]:
+            for key in (
+                "prompt_top1",
+                "agree_student_prompt",
+                "agree_teacher_prompt",
+                "kl_teacher_prompt",
+                "kl_student_prompt",
+            ):
+                out["runs"][name][key] = statistics.fmean(
+                    per_seed[s]["last"][key] for s in per_seed
+                )
+    for a, b in COMPARISONS:
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        d = paired_difference(
+            [runs[a][s]["last"]["student_top1"] for s in seeds],
+            [runs[b][s]["last"]["student_top1"] for s in seeds],
+        )
+        out["comparisons"][f"{a} - {b}"] = {**d, "seeds": seeds, "text": describe(d)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--out", default=REPO_ROOT / "results" / "dfpt_study.json", type=Path)
+    args = parser.parse_args()
+    params = load_params("cpu")
+    nb.setup(seed=params["seed"], live=False)
+    cache = runs_dir() / "dfpt-study"
+    teacher = nb.teacher(
+        params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
+    )
+    runs: dict[str, dict] = {}
+    for seed in args.seeds:
+        todo = {**HEADLINE, **(SECONDARY if seed in SECONDARY_SEEDS else {})}
+        for name, spec in todo.items():
+            runs.setdefault(name, {})[seed] = train(name, spec, params, seed, teacher, cache)
+            print(f"seed {seed} {name}: {runs[name][seed]['last']['student_top1']:.2f}", flush=True)
+    if sorted(args.seeds) != list(SEEDS):
+        return  # a partial call trains; the call over all seeds reports
+    result = summary(runs)
+    record = {
+        "about": "DFPT-KD study at cpu scale (scripts/dfpt_study.py): last-epoch top-1 on the "
+        "full Fashion-MNIST test set; paired differences over seeds with 95 % t intervals",
+        "teacher": params["teacher"],
+        "teacher_checkpoint": str(Path(teacher.checkpoint).relative_to(REPO_ROOT)),
+        "student": params["student"],
+        "limit_train": params["limit_train"],
+        "epochs": params["student_epochs"],
+        "probe": {"every_steps": PROBE_EVERY, "images": PROBE_IMAGES, "split": "train"},
+        **result,
+        "per_seed": runs,
+        "dfpt_core": dfpt_core.__version__,
+        "torch": torch.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    for name, row in result["runs"].items():
+        top1, n = row["student_top1"], len(row["seeds"])
+        print(
+            f"{name:28s} {top1['mean']:6.2f} ± {top1['std']:.2f}  "
+            f"({n} seeds, {row['seconds']:.0f} s/run)"
+        )
+    for name, c in result["comparisons"].items():
+        print(f"{name:40s} {c['text']}")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
