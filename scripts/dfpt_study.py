@@ -33,6 +33,7 @@ import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.data import dataset_info, load_tensors
 from dfpt_core.engine.probe import PROBE_FILE, PathProbe
+from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
 from dfpt_core.workbook.stats import describe, paired_difference
@@ -97,32 +98,35 @@ def train(name: str, spec, params: dict, seed: int, teacher, cache: Path) -> dic
     method, args, factor = spec
     common = {**nb.preset_common(params), "limit_test": None, "seed": seed}
     epochs = params["student_epochs"] * factor
-    if method == "ce":
-        run = nb.cached_run(
-            f"{params['student']}-ce",
-            cache,
-            method="ce",
-            student=params["student"],
-            epochs=epochs,
-            **common,
-        )
-    else:
-        callbacks = (
-            [PathProbe(*probe_batch(params, seed), PROBE_EVERY)]
-            if method.startswith("dfpt")
-            else []
-        )
-        run = nb.distil(
-            method,
-            teacher,
-            params["student"],
-            cache,
-            common,
-            epochs,
-            tag=name,
-            callbacks=callbacks,
-            **args,
-        )
+    try:
+        if method == "ce":
+            run = nb.cached_run(
+                f"{params['student']}-ce",
+                cache,
+                method="ce",
+                student=params["student"],
+                epochs=epochs,
+                **common,
+            )
+        else:
+            callbacks = (
+                [PathProbe(*probe_batch(params, seed), PROBE_EVERY)]
+                if method.startswith("dfpt")
+                else []
+            )
+            run = nb.distil(
+                method,
+                teacher,
+                params["student"],
+                cache,
+                common,
+                epochs,
+                tag=name,
+                callbacks=callbacks,
+                **args,
+            )
+    except NonFiniteLossError as e:  # a result too: recorded, never retried with other settings
+        return {"diverged": str(e).split("; ")[0]}
     probe = run.run_dir / PROBE_FILE
     record = json.loads((run.run_dir / "metrics.json").read_text())
     return {
@@ -135,8 +139,12 @@ def train(name: str, spec, params: dict, seed: int, teacher, cache: Path) -> dic
 
 
 def summary(runs: dict) -> dict:
-    out = {"runs": {}, "comparisons": {}}
+    out = {"runs": {}, "diverged": {}, "comparisons": {}}
     for name, per_seed in runs.items():
+        failed = {s: r["diverged"] for s, r in per_seed.items() if "diverged" in r}
+        if failed:
+            out["diverged"][name] = failed
+            continue
         top1 = [per_seed[s]["last"]["student_top1"] for s in sorted(per_seed)]
         out["runs"][name] = {
             "seeds": sorted(per_seed),
@@ -159,6 +167,8 @@ def summary(runs: dict) -> dict:
                     per_seed[s]["last"][key] for s in per_seed
                 )
     for a, b in COMPARISONS:
+        if a in out["diverged"] or b in out["diverged"]:
+            continue
         seeds = sorted(set(runs[a]) & set(runs[b]))
         d = paired_difference(
             [runs[a][s]["last"]["student_top1"] for s in seeds],
@@ -184,7 +194,9 @@ def main() -> None:
         todo = {**HEADLINE, **(SECONDARY if seed in SECONDARY_SEEDS else {})}
         for name, spec in todo.items():
             runs.setdefault(name, {})[seed] = train(name, spec, params, seed, teacher, cache)
-            print(f"seed {seed} {name}: {runs[name][seed]['last']['student_top1']:.2f}", flush=True)
+            done = runs[name][seed]
+            top1 = done["diverged"] if "diverged" in done else f"{done['last']['student_top1']:.2f}"
+            print(f"seed {seed} {name}: {top1}", flush=True)
     if sorted(args.seeds) != list(SEEDS):
         return  # a partial call trains; the call over all seeds reports
     result = summary(runs)
@@ -211,6 +223,8 @@ def main() -> None:
             f"{name:28s} {top1['mean']:6.2f} ± {top1['std']:.2f}  "
             f"({n} seeds, {row['seconds']:.0f} s/run)"
         )
+    for name, failed in result["diverged"].items():
+        print(f"{name:28s} diverged: {failed}")
     for name, c in result["comparisons"].items():
         print(f"{name:40s} {c['text']}")
     print(f"written: {args.out}")
