@@ -7,16 +7,17 @@ carries a PathProbe: the prompt path's top-1, true-class confidence, agreement w
 student and teacher on 256 fixed training images every PROBE_EVERY steps (the paper's Fig. 3
 shows the prompt path's training accuracy).
 
-Headline runs (SEEDS, paired by seed): KD, KD with DFPT's total distillation weight (1.8),
-DFPT-KD with each fusion variant (residual = the identity start, grouped, concat = the literal
-reading), DFPT-KDt. Secondary runs (SECONDARY_SEEDS): the prompt path's supervision (teacher
-only, student only) for the residual and the literal variant, the student learning from the
-original path only or the prompt path only, the KDt copy's BatchNorm in eval mode, KD for twice
-the epochs (about DFPT-KD's wall-clock budget), the student alone (CE).
+Headline runs (SEEDS, paired by seed): KD, KD with DFPT's total distillation weight (1.8), KD
+for twice the epochs (within DFPT-KD's wall-clock budget), DFPT-KD with each fusion variant
+(residual = the identity start, grouped, concat = the literal reading), DFPT-KD with the student
+learning from the original path only or the prompt path only, DFPT-KDt. Secondary runs
+(SECONDARY_SEEDS): the prompt path's supervision (teacher only, student only) for the residual
+and the literal variant, the KDt copy's BatchNorm in eval mode, the student alone (CE). Run it
+on one thread per process (the numbers depend on the thread count).
 
     OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 0 3 4 &
     OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 1 2; wait
-    python scripts/dfpt_study.py     # all cached: writes results/dfpt_study.json and the table
+    OMP_NUM_THREADS=1 python scripts/dfpt_study.py   # collects (and retries what diverged)
 """
 
 from __future__ import annotations
@@ -47,20 +48,20 @@ LITERAL = {"fusion": "concat", "prompt_init": "standard"}
 HEADLINE = {
     "kd": ("kd", {}, 1),
     "kd_matched": ("kd", {"kd_weight": 1.8}, 1),
+    "kd_2x_epochs": ("kd", {}, 2),
     "dfpt_residual": ("dfpt_kd", {}, 1),
     "dfpt_grouped": ("dfpt_kd", {"fusion": "grouped"}, 1),
     "dfpt_literal": ("dfpt_kd", LITERAL, 1),
+    "dfpt_original_only": ("dfpt_kd", {"prompt_kd_weight": 0.0}, 1),
+    "dfpt_prompt_only": ("dfpt_kd", {"kd_weight": 0.0}, 1),
     "dfpt_kdt": ("dfpt_kdt", {}, 1),
 }
 SECONDARY = {
     "ce": ("ce", {}, 1),
-    "kd_2x_epochs": ("kd", {}, 2),
     "dfpt_residual_teacher_only": ("dfpt_kd", {"supervision": "teacher"}, 1),
     "dfpt_residual_student_only": ("dfpt_kd", {"supervision": "student"}, 1),
     "dfpt_literal_teacher_only": ("dfpt_kd", {**LITERAL, "supervision": "teacher"}, 1),
     "dfpt_literal_student_only": ("dfpt_kd", {**LITERAL, "supervision": "student"}, 1),
-    "dfpt_original_only": ("dfpt_kd", {"prompt_kd_weight": 0.0}, 1),
-    "dfpt_prompt_only": ("dfpt_kd", {"kd_weight": 0.0}, 1),
     "dfpt_kdt_bn_eval": ("dfpt_kdt", {"backbone_bn": "eval"}, 1),
 }
 #: the paired differences the study reports: (a, b) means a - b
