@@ -527,6 +527,25 @@ def load_tensors(
     return images.contiguous(), targets
 
 
+def fixed_batch(
+    name: str,
+    n: int,
+    train: bool = True,
+    root: str | os.PathLike | None = None,
+    in_chans: int = 3,
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` images of a tensor-resident split's subset (`load_tensors`), normalised as
+    the loaders normalise them and not augmented: a fixed batch to probe a model on during
+    training (`engine.probe.PathProbe`)."""
+    images, targets = load_tensors(name, train, root, in_chans=in_chans, limit=limit, seed=seed)
+    mean, std = (
+        torch.tensor(v).view(1, -1, 1, 1) for v in dataset_info(name).normalization(in_chans)
+    )
+    return (images[:n].float() / 255 - mean) / std, targets[:n]
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 64-bit seed that depends only on (seed, epoch)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])

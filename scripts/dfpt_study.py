@@ -32,7 +32,7 @@ import torch
 
 import dfpt_core
 import dfpt_core.workbook as nb
-from dfpt_core.data import dataset_info, load_tensors
+from dfpt_core.data import fixed_batch
 from dfpt_core.engine.probe import PROBE_FILE, PathProbe
 from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.workbook.book import load_params
@@ -82,17 +82,12 @@ COMPARISONS = (
 )
 
 
-def probe_batch(params: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first PROBE_IMAGES images of the run's training subset, normalised as in training."""
-    dataset, in_chans = params["dataset"], params["in_chans"]
-    images, targets = load_tensors(
-        dataset, True, in_chans=in_chans, limit=params["limit_train"], seed=seed
-    )
-    mean, std = (
-        torch.tensor(v).view(1, -1, 1, 1) for v in dataset_info(dataset).normalization(in_chans)
-    )
-    x = (images[:PROBE_IMAGES].float() / 255 - mean) / std
-    return x, targets[:PROBE_IMAGES]
+def probe_images(params: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first PROBE_IMAGES images of the run's training subset, as training normalises them."""
+    return fixed_batch(
+        params["dataset"], PROBE_IMAGES, in_chans=params["in_chans"],
+        limit=params["limit_train"], seed=seed,
+    )  # fmt: skip
 
 
 def train(name: str, spec, params: dict, seed: int, teacher, cache: Path) -> dict:
@@ -111,7 +106,7 @@ def train(name: str, spec, params: dict, seed: int, teacher, cache: Path) -> dic
             )
         else:
             callbacks = (
-                [PathProbe(*probe_batch(params, seed), PROBE_EVERY)]
+                [PathProbe(*probe_images(params, seed), PROBE_EVERY)]
                 if method.startswith("dfpt")
                 else []
             )

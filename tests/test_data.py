@@ -352,6 +352,10 @@ def test_tensor_loader_matches_torchvision_path(
     assert images.shape == ref_images.shape == (len(ref_targets), in_chans, 32, 32)
     assert torch.equal(targets, ref_targets)
     torch.testing.assert_close(images, ref_images, atol=1e-6, rtol=0)
+    # a fixed probe batch: the first images of the same subset, normalised alike
+    fixed_images, fixed_targets = data.fixed_batch(name, 5, train=False, **kw)
+    assert torch.equal(fixed_targets, ref_targets[:5])
+    torch.testing.assert_close(fixed_images, ref_images[:5], atol=1e-6, rtol=0)
 
 
 def make_tensor_loader(n=40, **kw):
