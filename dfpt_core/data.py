@@ -536,14 +536,12 @@ def fixed_batch(
     limit: int | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` images of a tensor-resident split's subset (`load_tensors`), normalised as
-    the loaders normalise them and not augmented: a fixed batch to probe a model on during
-    training (`engine.probe.PathProbe`)."""
+    """The first `n` images of a tensor-resident split's subset (`load_tensors`), normalised by
+    a TensorLoader and not augmented: a fixed batch to probe a model on during training
+    (`engine.probe.PathProbe`)."""
     images, targets = load_tensors(name, train, root, in_chans=in_chans, limit=limit, seed=seed)
-    mean, std = (
-        torch.tensor(v).view(1, -1, 1, 1) for v in dataset_info(name).normalization(in_chans)
-    )
-    return (images[:n].float() / 255 - mean) / std, targets[:n]
+    mean, std = dataset_info(name).normalization(in_chans)
+    return next(iter(TensorLoader(images[:n], targets[:n], n, mean, std)))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -11,7 +11,7 @@ from itertools import combinations
 import torch
 from torch import Tensor
 
-from ..losses import kd_decomposition, true_class_confidence
+from ..losses import kd_decomposition, kd_loss, true_class_confidence
 
 
 def topk_correct(logits: Tensor, targets: Tensor, ks=(1, 5)) -> dict[int, int]:
@@ -19,13 +19,6 @@ def topk_correct(logits: Tensor, targets: Tensor, ks=(1, 5)) -> dict[int, int]:
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hit = top.eq(targets[:, None])
     return {k: int(hit[:, :k].any(dim=1).sum()) for k in ks}
-
-
-def kl_per_sample(target_logits: Tensor, logits: Tensor, temperature: float) -> Tensor:
-    """KL(softmax(target / T) || softmax(logits / T)) of each sample, summed over classes."""
-    log_p = torch.log_softmax(target_logits / temperature, dim=1)
-    log_q = torch.log_softmax(logits / temperature, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
 @torch.no_grad()
@@ -65,9 +58,8 @@ def evaluate(distiller, loader, temperature: float = 4.0, autocast=None) -> dict
             for path in set(outs) - {"student", "teacher"}:
                 for a in ("teacher", "student"):
                     if a in outs:
-                        sums[f"kl_{a}_{path}"] += float(
-                            kl_per_sample(outs[a], outs[path], temperature).sum()
-                        )
+                        kl = kd_loss(outs[path], outs[a], temperature, reduction="sum")
+                        sums[f"kl_{a}_{path}"] += float(kl) / temperature**2
             preds = {k: v.argmax(1) for k, v in outs.items()}
             for a, b in combinations(preds, 2):
                 sums[f"agree_{a}_{b}"] += int((preds[a] == preds[b]).sum())
