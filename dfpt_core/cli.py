@@ -71,7 +71,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 {
                     "run_dir": str(trainer.run_dir),
                     "final": trainer.history[-1],
-                    "best_student_top1": trainer.best["student_top1"],
+                    "selection": trainer.selection,
+                    "selected_epoch": trainer.best["epoch"],
+                    "selected_student_top1": trainer.best["student_top1"],
                 },
                 indent=2,
             )

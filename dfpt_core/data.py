@@ -49,6 +49,7 @@ __all__ = [
     "load_tensors",
     "make_loader",
     "resolve_root",
+    "split_indices",
     "stratified_indices",
 ]
 
@@ -431,12 +432,43 @@ class LabeledSubset(Subset):
 #: The seed of every test-split subset (`limit` on a test split), whatever the run's seed: all
 #: runs of a comparison, over any seeds, are scored on the same test images.
 TEST_SUBSET_SEED = 0
+#: The seed of the validation split held out of the training split (`val_size`): the same
+#: validation images for every run, never among any run's training images.
+VAL_SUBSET_SEED = 1
 
 
-def subset_seed(train: bool, seed: int) -> int:
-    """The seed that picks a `limit` subset: the run's seed for the training split (a seed
-    varies the data a run sees), `TEST_SUBSET_SEED` for the test split."""
-    return seed if train else TEST_SUBSET_SEED
+def split_indices(
+    targets, train: bool, limit: int | None, seed: int, val_size: int = 0, validation: bool = False
+) -> list[int] | None:
+    """Which images of a split a run uses (None: all of them).
+
+    Test split (`train` False): a stratified `limit` subset chosen by `TEST_SUBSET_SEED`.
+    Training split: with `val_size`, `val_size` stratified images chosen by `VAL_SUBSET_SEED`
+    are held out as the validation split (`validation` True returns them) and the training
+    subset (`limit`, chosen by the run's `seed`) is drawn from the rest; without, the subset is
+    drawn from the whole split, as before validation existed."""
+    if not train:
+        if validation or val_size:
+            raise ValueError("the validation split is held out of the training split (train=True)")
+        return None if limit is None else stratified_indices(targets, limit, TEST_SUBSET_SEED)
+    if not val_size:
+        if validation:
+            raise ValueError("validation=True needs val_size > 0 (the held-out image count)")
+        return None if limit is None else stratified_indices(targets, limit, seed)
+    targets = torch.as_tensor(targets)
+    if val_size >= len(targets):
+        raise ValueError(
+            f"val_size {val_size} leaves no training images (the split has {len(targets)})"
+        )
+    held = stratified_indices(targets, val_size, VAL_SUBSET_SEED)
+    if validation:
+        return held
+    mask = torch.ones(len(targets), dtype=torch.bool)
+    mask[held] = False
+    rest = torch.nonzero(mask).flatten()
+    if limit is None:
+        return rest.tolist()
+    return rest[stratified_indices(targets[rest], limit, seed)].tolist()
 
 
 def stratified_indices(targets, limit: int, seed: int = 0) -> list[int]:
@@ -471,19 +503,19 @@ def get_dataset(
     in_chans: int = 3,
     limit: int | None = None,
     seed: int = 0,
+    val_size: int = 0,
+    validation: bool = False,
 ) -> Dataset:
-    """The train or test split of `name` with its standard transforms (augmented if `train`).
+    """The train or test split of `name` with its standard transforms (augmented if `train`),
+    or with `validation` the validation images held out of the training split (not augmented).
 
-    `in_chans` 1 or 3 (grayscale / gray replicated); `limit` keeps a class-stratified subset
-    (see `stratified_indices`) chosen by `seed` on the training split and by `TEST_SUBSET_SEED`
-    on the test split. Root: see `resolve_root`."""
+    `in_chans` 1 or 3 (grayscale / gray replicated); `limit`, `seed` and `val_size` choose the
+    images (see `split_indices`). Root: see `resolve_root`."""
     info = dataset_info(name)
-    transform = _transform(info, train, in_chans)
-    dataset = _open(name, train, resolve_root(root), download, transform)
-    if limit is None:
-        return dataset
-    indices = stratified_indices(dataset.targets, limit, subset_seed(train, seed))
-    return LabeledSubset(dataset, indices)
+    transform = _transform(info, train and not validation, in_chans)
+    dataset = _open(name, train or validation, resolve_root(root), download, transform)
+    indices = split_indices(dataset.targets, train or validation, limit, seed, val_size, validation)
+    return dataset if indices is None else LabeledSubset(dataset, indices)
 
 
 # --- fast tensor-resident path -------------------------------------------------------------------
@@ -505,18 +537,20 @@ def load_tensors(
     in_chans: int = 3,
     limit: int | None = None,
     seed: int = 0,
+    val_size: int = 0,
+    validation: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw split of a tensor-resident dataset: (uint8 images [N,C,32,32], int64 targets [N]),
-    un-normalised; Fashion-MNIST zero-padded to 32x32. Same `limit` indices as `get_dataset`."""
+    un-normalised; Fashion-MNIST zero-padded to 32x32. Same images as `get_dataset`."""
     info = dataset_info(name)
     if not info.tensor_resident:
         raise ValueError(f"{name} is not tensor-resident; use get_dataset or make_loader")
     _check_in_chans(in_chans)
-    dataset = _open(name, train, resolve_root(root), download)
+    dataset = _open(name, train or validation, resolve_root(root), download)
     images = torch.as_tensor(dataset.data)
     targets = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    if limit is not None:
-        keep = stratified_indices(targets, limit, subset_seed(train, seed))
+    keep = split_indices(targets, train or validation, limit, seed, val_size, validation)
+    if keep is not None:
         keep = torch.tensor(keep, dtype=torch.int64)
         images, targets = images[keep], targets[keep]
     if name == "fashion_mnist":  # [N,28,28] gray
@@ -535,11 +569,14 @@ def fixed_batch(
     in_chans: int = 3,
     limit: int | None = None,
     seed: int = 0,
+    val_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` images of a tensor-resident split's subset (`load_tensors`), normalised by
     a TensorLoader and not augmented: a fixed batch to probe a model on during training
     (`engine.probe.PathProbe`)."""
-    images, targets = load_tensors(name, train, root, in_chans=in_chans, limit=limit, seed=seed)
+    images, targets = load_tensors(
+        name, train, root, in_chans=in_chans, limit=limit, seed=seed, val_size=val_size
+    )
     mean, std = dataset_info(name).normalization(in_chans)
     return next(iter(TensorLoader(images[:n], targets[:n], n, mean, std)))
 
@@ -685,6 +722,8 @@ def make_loader(
     in_chans: int = 3,
     limit: int | None = None,
     seed: int = 0,
+    val_size: int = 0,
+    validation: bool = False,
     device: str | torch.device = "cpu",
     fast: bool | None = None,
     num_workers: int = 0,
@@ -695,13 +734,19 @@ def make_loader(
 ) -> TensorLoader | EpochDataLoader:
     """A loader of `name` (shuffled and augmented if `train`; `drop_last` defaults to `train`):
     a `TensorLoader` for tensor-resident datasets unless `fast=False`, else an `EpochDataLoader`
-    over `get_dataset`. Both yield (normalised float images, int64 targets) on `device`."""
+    over `get_dataset`. Both yield (normalised float images, int64 targets) on `device`.
+    `validation` (with `train` False) loads the `val_size` images held out of the training split
+    (`split_indices`)."""
+    if validation and train:
+        raise ValueError("a validation loader is an evaluation loader: pass train=False")
     info = dataset_info(name)
     if fast and not info.tensor_resident:
         raise ValueError(f"fast=True needs a tensor-resident dataset; {name} is not")
     drop_last = train if drop_last is None else drop_last
     if info.tensor_resident and fast is not False:
-        images, targets = load_tensors(name, train, root, download, in_chans, limit, seed)
+        images, targets = load_tensors(
+            name, train, root, download, in_chans, limit, seed, val_size, validation
+        )
         _check_batches(len(targets), batch_size, world_size, drop_last, name)
         mean, std = info.normalization(in_chans)
         return TensorLoader(
@@ -719,7 +764,7 @@ def make_loader(
             rank=rank,
             world_size=world_size,
         )
-    dataset = get_dataset(name, train, root, download, in_chans, limit, seed)
+    dataset = get_dataset(name, train, root, download, in_chans, limit, seed, val_size, validation)
     _check_batches(len(dataset), batch_size, world_size, drop_last, name)
     sampler = None
     if world_size > 1:

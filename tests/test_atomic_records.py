@@ -51,3 +51,21 @@ def test_the_run_cache_retrains_a_run_whose_record_is_damaged(tmp_path, fmnist_r
         again = cached_run("tiny", tmp_path, **values)
     assert again.trainer is not None and again.run_dir == first.run_dir
     assert untimed(again.history) == untimed(first.history)
+
+
+def test_the_run_cache_retrains_a_run_that_selected_its_epoch_on_the_test_set(
+    tmp_path, fmnist_root
+):
+    cfg = tiny_config(tmp_path, fmnist_root, epochs=2).to_dict()
+    values = {k: v for k, v in cfg.items() if k not in ("name", "out_dir")}
+    first = cached_run("tiny", tmp_path, **values)
+    record = json.loads((first.run_dir / "metrics.json").read_text())
+    del record["selection"]  # as written before runs selected on validation or last
+    record["best"] = first.history[0]
+    (first.run_dir / "metrics.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="best epoch was chosen on the test set"):
+        again = cached_run("tiny", tmp_path, **values)
+    assert again.trainer is not None  # trained again from the start, not resumed (new timings)
+    assert [h["seconds"] for h in again.history] != [h["seconds"] for h in first.history]
+    assert again.best == again.history[-1] and untimed(again.history) == untimed(first.history)
+    assert cached_run("tiny", tmp_path, **values).trainer is None  # loaded from now on

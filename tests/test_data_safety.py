@@ -1,15 +1,18 @@
 """Data files are data: a crafted CIFAR pickle cannot run code, a damaged label file is refused
-when the dataset is built (not mid-training), and the test subset is the same for every seed."""
+when the dataset is built (not mid-training), the test subset is the same for every seed, and the
+validation split is the same for every run and held out of every training subset."""
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from conftest import write_idx_gz
+from torchvision import transforms as T
 
 from dfpt_core import data
 
@@ -56,3 +59,42 @@ def test_the_test_subset_does_not_depend_on_the_run_seed(cifar_root):
         50,
         data.TEST_SUBSET_SEED,
     )
+
+
+def test_the_validation_split_is_fixed_and_never_trained_on(cifar_root):
+    full = data.get_dataset("cifar100", train=True, root=cifar_root)
+    targets = torch.as_tensor(full.targets)
+    held = data.split_indices(targets, True, None, 0, val_size=40, validation=True)
+    assert held == data.stratified_indices(targets, 40, data.VAL_SUBSET_SEED)
+    for seed in range(4):
+        assert data.split_indices(targets, True, None, seed, 40, validation=True) == held
+        train = data.split_indices(targets, True, 60, seed, val_size=40)
+        assert len(train) == 60 == len(set(train)) and not set(train) & set(held)
+        counts = Counter(targets[train].tolist())
+        assert max(counts.values()) - min(counts.values()) <= 1  # stratified over the rest
+    rest = data.split_indices(targets, True, None, 0, val_size=40)
+    assert sorted(rest + held) == list(range(len(targets)))
+    # without a validation split the training subset is what it always was (cached runs keep
+    # their configuration keys and their data)
+    assert data.split_indices(targets, True, 60, 3) == data.stratified_indices(targets, 60, 3)
+    # the two loading paths give the same held-out images, un-augmented
+    val = data.get_dataset("cifar100", False, cifar_root, val_size=40, validation=True)
+    assert val.indices == held and not any(
+        isinstance(t, T.RandomCrop) for t in val.dataset.transform.transforms
+    )
+    images, labels = data.load_tensors("cifar100", False, cifar_root, val_size=40, validation=True)
+    assert labels.tolist() == targets[held].tolist()
+    assert torch.equal(images, torch.from_numpy(full.data[held]).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(train=False, val_size=10, validation=True), "held out of the training split"),
+        (dict(train=True, val_size=0, validation=True), "needs val_size > 0"),
+        (dict(train=True, val_size=10_000, validation=False), "leaves no training images"),
+    ],
+)
+def test_validation_split_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.split_indices(torch.arange(100) % 10, limit=None, seed=0, **kwargs)

@@ -49,7 +49,7 @@ def uninterrupted(tmp_path_factory, fmnist_root):
 def interrupted_then_resumed(tmp_path, fmnist_root, monkeypatch, point, signum):
     """Train with `signum` sent at `point` of the second epoch, then resume; the resumed run."""
     cfg = tiny_config(tmp_path, fmnist_root, name="cut")
-    distiller, train_loader, test_loader, device, _ = build(cfg)
+    distiller, train_loader, test_loader, _, device, _ = build(cfg)
     if point == "step":
         train_loader = SignalAtStep(train_loader, signum)
     elif point == "evaluation":
@@ -81,7 +81,7 @@ def interrupted_then_resumed(tmp_path, fmnist_root, monkeypatch, point, signum):
     # mid-step: after the whole optimizer step 4 of epoch 2; elsewhere: after epoch 2 as a unit
     assert (state["epoch"], state["step"]) == ((1, 4) if point == "step" else (2, 0))
     assert len(state["history"]) == state["epoch"]  # no epoch row lost or doubled
-    distiller, train_loader, test_loader, device, _ = build(cfg)
+    distiller, train_loader, test_loader, _, device, _ = build(cfg)
     resumed = Trainer(distiller, train_loader, test_loader, cfg, run_dir=tmp_path / "cut")
     resumed.fit(resume=True)
     return resumed
@@ -106,7 +106,7 @@ def test_a_second_signal_stops_at_once_and_the_last_checkpoint_stays_consistent(
     tmp_path, fmnist_root, monkeypatch, uninterrupted
 ):
     cfg = tiny_config(tmp_path, fmnist_root, name="cut")
-    distiller, train_loader, test_loader, device, _ = build(cfg)
+    distiller, train_loader, test_loader, _, device, _ = build(cfg)
     calls, real = [], trainer_module.evaluate
 
     def evaluate(*args, **kwargs):
@@ -122,7 +122,7 @@ def test_a_second_signal_stops_at_once_and_the_last_checkpoint_stays_consistent(
     assert not isinstance(stopped.value, RunInterrupted)  # no save was attempted
     monkeypatch.undo()
     assert read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
-    distiller, train_loader, test_loader, device, _ = build(cfg)
+    distiller, train_loader, test_loader, _, device, _ = build(cfg)
     resumed = Trainer(distiller, train_loader, test_loader, cfg, run_dir=tmp_path / "cut")
     resumed.fit(resume=True)
     assert untimed(resumed.history) == untimed(uninterrupted.history)

@@ -132,7 +132,7 @@ def test_a_nan_stops_naming_the_step_and_the_checkpoint_only_if_one_exists(
     tmp_path, fmnist_root, epoch
 ):
     cfg = tiny_config(tmp_path, fmnist_root)
-    distiller, train_loader, test_loader, _, _ = build(cfg)
+    distiller, train_loader, test_loader, _, _, _ = build(cfg)
     method = ExplodingMethod(distiller.student, at_step=(epoch - 1) * len(train_loader) + 3)
     trainer = Trainer(method, train_loader, test_loader, cfg, run_dir=tmp_path / "run")
     last = tmp_path / "run" / "checkpoints" / "last.pt"

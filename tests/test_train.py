@@ -15,10 +15,14 @@ import yaml
 from conftest import shipped_checkpoint, tiny_yaml, untimed
 from conftest import tiny_config as tiny
 
+from dfpt_core.data import make_loader
+from dfpt_core.engine.metrics import evaluate
 from dfpt_core.engine.trainer import Trainer, lr_factor
+from dfpt_core.methods import create
 from dfpt_core.models import read_checkpoint
 from dfpt_core.run.build import build, run
 from dfpt_core.run.config import make_config
+from dfpt_core.run.weights import load_network
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +32,26 @@ def teacher_ckpt():
     """The shipped cpu resnet8 (trained on this data: 85.9 % test accuracy): a real teacher at
     the cost of the smallest student."""
     return shipped_checkpoint("resnet8")
+
+
+def test_the_validation_split_selects_the_epoch(tmp_path, fmnist_root):
+    trainer = run(tiny(tmp_path, fmnist_root, val_size=300, epochs=4, milestones=[3]))
+    history = trainer.history
+    assert all(0 <= h["val_student_top1"] <= 100 and "val_student_pt" in h for h in history)
+    assert not any(k.startswith("val_teacher") for k in history[0])
+    scores = [h["val_student_top1"] for h in history]
+    chosen = history[scores.index(max(scores))]  # the first epoch with the highest score
+    metrics = json.loads((trainer.run_dir / "metrics.json").read_text())
+    assert metrics["selection"] == "val_student_top1" and metrics["best"] == chosen
+    assert read_checkpoint(trainer.run_dir / "checkpoints" / "best.pt")["epoch"] == chosen["epoch"]
+    # the selected epoch's weights are the ones in best.pt: re-scored, the same validation top-1
+    val = make_loader(
+        "fashion_mnist", False, 128, root=fmnist_root, in_chans=1, val_size=300, validation=True
+    )
+    student = load_network("resnet8", str(trainer.run_dir / "checkpoints/best.pt"), 10, 1, "model")
+    assert (
+        evaluate(create("ce", student=student), val)["student_top1"] == chosen["val_student_top1"]
+    )
 
 
 def test_run_records_and_learning(tmp_path, fmnist_root):
@@ -47,7 +71,8 @@ def test_run_records_and_learning(tmp_path, fmnist_root):
     metrics = json.loads((rd / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 3 and metrics["seed"] == 0
     assert metrics["device"] == "cpu" and metrics["versions"]["torch"] == torch.__version__
-    assert metrics["best"]["student_top1"] == max(h["student_top1"] for h in trainer.history)
+    # no validation split: the selected epoch is the last one, never the best on the test set
+    assert metrics["selection"] == "last_epoch" and metrics["best"] == trainer.history[-1]
     lines = (rd / "history.csv").read_text().splitlines()
     assert len(lines) == 4 and "student_top1" in lines[0]
     # it learns: the training loss falls epoch over epoch (256 images are too few for a test
@@ -58,6 +83,7 @@ def test_run_records_and_learning(tmp_path, fmnist_root):
     assert [round(h["lr"], 6) for h in trainer.history] == [0.05, 0.005, 0.005]
     best = read_checkpoint(rd / "checkpoints" / "best.pt")
     assert set(best["model"]) == set(trainer.distiller.student.state_dict())
+    assert best["epoch"] == 3
     kept = {k: read_checkpoint(rd / "checkpoints" / f"epoch{k}.pt") for k in (1, 2)}
     assert [kept[k]["epoch"] for k in (1, 2)] == [1, 2]
     assert kept[2]["accuracy"] == trainer.history[1]["student_top1"]
@@ -113,7 +139,7 @@ def test_bf16_autocast_on_cpu_and_channels_last(tmp_path, fmnist_root, teacher_c
     follows the fp32 run of the same seed."""
     kd = dict(method="kd", teacher="resnet8", teacher_checkpoint=str(teacher_ckpt), epochs=2)
     cfg = tiny(tmp_path, fmnist_root, name="bf16", amp="bf16", channels_last=True, **kd)
-    distiller, train_loader, test_loader, device, _ = build(cfg)
+    distiller, train_loader, test_loader, _, device, _ = build(cfg)
     seen = []
 
     def record(module, inputs, output):
@@ -144,7 +170,7 @@ def test_gradient_clipping_covers_extra_groups(tmp_path, fmnist_root, teacher_ck
         clip_grad_norm=1e-3,
         epochs=1,
     )
-    distiller, train_loader, test_loader, _, _ = build(cfg)
+    distiller, train_loader, test_loader, _, _, _ = build(cfg)
     extra = distiller.extra_parameters()
     assert extra, "fitnet must have an extra group for this test to mean anything"
     trainable = [p for p in distiller.parameters() if p.requires_grad]
@@ -180,7 +206,7 @@ def test_teacher_frozen_and_eval_throughout(tmp_path, fmnist_root, teacher_ckpt)
         teacher_checkpoint=str(teacher_ckpt),
         epochs=1,
     )
-    distiller, train_loader, test_loader, _, _ = build(cfg)
+    distiller, train_loader, test_loader, _, _, _ = build(cfg)
     before = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}
     modes = []
     distiller.teacher.register_forward_hook(lambda m, i, o: modes.append(m.training))

@@ -77,6 +77,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+VAL_TOP1 = "val_student_top1"  # the record key that selects the epoch when a run validates
 
 
 @contextmanager
@@ -107,7 +108,10 @@ class Trainer:
     """Train a Distiller with `cfg`'s optimiser/schedule settings.
 
     `fit()` runs the remaining epochs (resuming from `run_dir/checkpoints/last.pt` when
-    `resume=True`) and returns the final metrics; `history` holds one record per epoch.
+    `resume=True`) and returns the final metrics; `history` holds one record per epoch, scored on
+    `test_loader` and, given a `val_loader`, also on the validation split (`val_` keys).
+    `best` (and checkpoints/best.pt) is the selected epoch (`SELECTION`): the highest
+    validation top-1 with a `val_loader`, else the last epoch; never chosen on the test set.
     """
 
     def __init__(
@@ -121,9 +125,10 @@ class Trainer:
         dist: DistInfo | None = None,
         device: torch.device | str = "cpu",
         progress: bool | None = None,
+        val_loader=None,
     ):
         self.distiller, self.cfg = distiller, cfg
-        self.train_loader, self.test_loader = train_loader, test_loader
+        self.train_loader, self.test_loader, self.val_loader = train_loader, test_loader, val_loader
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         self.step_callbacks = [cb for cb in self.callbacks if hasattr(cb, "on_step_end")]
@@ -158,6 +163,11 @@ class Trainer:
         self.seconds = 0.0
 
     # --- records ------------------------------------------------------------------------
+    @property
+    def selection(self) -> str:
+        """How `best` is chosen: "val_student_top1" (highest, first on ties) or "last_epoch"."""
+        return VAL_TOP1 if self.val_loader is not None else "last_epoch"
+
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
@@ -227,6 +237,7 @@ class Trainer:
             "epochs": self.cfg.epochs,
             "final": self.history[-1] if self.history else {},
             "best": self.best,
+            "selection": self.selection,
             "seconds": self.seconds,
             "seconds_per_epoch": self.seconds / max(1, epochs),
             "device": str(self.device),
@@ -301,7 +312,7 @@ class Trainer:
         """One epoch as one unit: steps, schedule, evaluation, checkpoints and records."""
         record = self._run_epoch(self.epoch, stop)
         self.history.append(record)
-        if not self.best or record["student_top1"] > self.best["student_top1"]:
+        if self.selection == "last_epoch" or record[VAL_TOP1] > self.best.get(VAL_TOP1, -1.0):
             self.best = dict(record)
             self._save_student("best.pt")
         if record["epoch"] in self.cfg.keep_checkpoints:
@@ -377,6 +388,9 @@ class Trainer:
         }
         temperature = self.distiller.metric_temperature
         record.update(evaluate(self.distiller, self.test_loader, temperature, autocast))
+        if self.val_loader is not None:
+            scores = evaluate(self.distiller, self.val_loader, temperature, autocast)
+            record.update({f"val_{k}": v for k, v in scores.items() if k.startswith("student_")})
         record["seconds"] = time.time() - start
         return record
 

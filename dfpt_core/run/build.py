@@ -74,7 +74,8 @@ def load_role(cfg: TrainConfig, role: str, num_classes: int) -> list:
 
 
 def build(cfg: TrainConfig):
-    """(distiller, train loader, test loader, device, dist info) for `cfg`, seeded."""
+    """(distiller, train loader, test loader, validation loader or None, device, dist info)
+    for `cfg`, seeded."""
     dist = init_distributed()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -94,6 +95,7 @@ def build(cfg: TrainConfig):
         True,
         cfg.batch_size,
         limit=cfg.limit_train,
+        val_size=cfg.val_size,
         rank=dist.rank,
         world_size=dist.world_size,
         **common,
@@ -101,6 +103,16 @@ def build(cfg: TrainConfig):
     test_loader = make_loader(
         cfg.dataset, False, cfg.eval_batch_size, limit=cfg.limit_test, **common
     )
+    val_loader = None
+    if cfg.val_size:
+        val_loader = make_loader(
+            cfg.dataset,
+            False,
+            cfg.eval_batch_size,
+            val_size=cfg.val_size,
+            validation=True,
+            **common,
+        )
     context = RunContext(
         num_classes=info.num_classes,
         input_size=(cfg.in_chans, info.image_size, info.image_size),
@@ -108,7 +120,7 @@ def build(cfg: TrainConfig):
     )
     nets = build_networks(cfg, info.num_classes)
     distiller = create(cfg.method, **nets, context=context, **cfg.method_args)
-    return distiller, train_loader, test_loader, device, dist
+    return distiller, train_loader, test_loader, val_loader, device, dist
 
 
 def run(
@@ -122,13 +134,14 @@ def run(
     Trainer callbacks (on_train_start / on_step_end / on_epoch_end / on_train_end), e.g. the
     workbook's live dashboard or `engine.probe.PathProbe`. Where a run exists: `resume`
     continues it, `overwrite` starts it again (see `Trainer.fit`)."""
-    distiller, train_loader, test_loader, device, dist = build(cfg)
+    distiller, train_loader, test_loader, val_loader, device, dist = build(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
     trainer = Trainer(
         distiller,
         train_loader,
         test_loader,
         cfg,
+        val_loader=val_loader,
         run_dir=run_dir,
         callbacks=list(callbacks),
         dist=dist,

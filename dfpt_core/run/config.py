@@ -49,6 +49,10 @@ class TrainConfig:
     in_chans: int = 3
     limit_train: int | None = None
     limit_test: int | None = None
+    # hold out this many training images as a validation split (the same for every run, see
+    # data.split_indices): the run's selected epoch (`best`, best.pt) is the one with the highest
+    # validation top-1; with 0 it is the last epoch. Never chosen on the test set.
+    val_size: int = 0
     epochs: int = 240
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -152,6 +156,7 @@ class TrainConfig:
         for key in ("limit_train", "limit_test"):
             v = getattr(self, key)
             need(v is None or v >= 1, key, f"must be >= 1 or null, got {v}")
+        need(self.val_size >= 0, "val_size", f"must be >= 0, got {self.val_size}")
         need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         need(
             all(isinstance(k, int) and 1 <= k <= self.epochs for k in self.keep_checkpoints),

@@ -22,7 +22,8 @@ from .viz import Dashboard, is_live
 
 @dataclass
 class RunResult:
-    """A finished (or loaded) run: its config, per-epoch history, best record and folder."""
+    """A finished (or loaded) run: its config, per-epoch history, the record of its selected
+    epoch (`best`: highest validation top-1, or the last epoch) and folder."""
 
     config: TrainConfig
     history: list[dict]
@@ -35,7 +36,8 @@ class RunResult:
         return self.history[-1]
 
     def checkpoint(self) -> Path:
-        """The best student weights, in the {"model": state_dict} format load_checkpoint reads."""
+        """The selected epoch's student weights, in the {"model": state_dict} format
+        load_checkpoint reads."""
         return self.run_dir / "checkpoints" / "best.pt"
 
 
@@ -89,13 +91,13 @@ def cached_run(
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
     cfg.name = f"{name}-{config_key(cfg.to_dict())}"
     run_dir = Path(cache_dir) / cfg.name
-    if not (run_dir / "metrics.json").is_file():
-        run_dir = shipped_run(cfg.name) or run_dir
-    finished = load_finished(cfg, run_dir)
+    shipped = None if (run_dir / "metrics.json").is_file() else shipped_run(cfg.name)
+    finished = load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
     if finished is not None:
         return finished
-    run_dir = Path(cache_dir) / cfg.name  # (re)trained in the cache, never in the shipped folder
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    resume = (run_dir / "checkpoints" / "last.pt").is_file() and not selected_on_test(
+        _read_json(run_dir / "metrics.json")
+    )
     dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
     trainer = run(
         cfg,
@@ -107,14 +109,23 @@ def cached_run(
     return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
 
 
-def load_finished(cfg: TrainConfig, run_dir: Path) -> RunResult | None:
+def load_finished(cfg: TrainConfig, run_dir: Path, shipped: bool = False) -> RunResult | None:
     """The finished run in `run_dir` (all of cfg.epochs done), or None. A damaged record
-    (unreadable metrics.json or history.csv) counts as missing, with a warning saying so."""
+    (unreadable metrics.json or history.csv) counts as missing, with a warning saying so, and so
+    does a cached record written before epochs were selected on validation or last (its `best`
+    was the best test epoch); the shipped teachers' records are kept as they are."""
     if not (run_dir / "metrics.json").is_file():
         return None
     try:
         record = json.loads((run_dir / "metrics.json").read_text())
         if record["epochs_completed"] != cfg.epochs:
+            return None
+        if not shipped and selected_on_test(record):
+            warnings.warn(
+                f"{run_dir} was recorded before runs selected their epoch on validation or "
+                "last (its best epoch was chosen on the test set): the run trains again",
+                stacklevel=3,
+            )
             return None
         history = load_history(run_dir)
         if len(history) != cfg.epochs:
@@ -125,6 +136,19 @@ def load_finished(cfg: TrainConfig, run_dir: Path) -> RunResult | None:
             f"damaged run record in {run_dir} ({e}): treated as missing, the run trains again",
             stacklevel=3,
         )
+        return None
+
+
+def selected_on_test(record: dict | None) -> bool:
+    """Whether a metrics.json record predates epoch selection on validation or last (no
+    "selection" key): its `best` and best.pt are the best test epoch."""
+    return record is not None and "selection" not in record
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
 
 
