@@ -179,7 +179,9 @@ def cmd_book(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(params, sort_keys=False, default_flow_style=None), end="")
         return 0
     # prints its own progress and report
-    workbook_book().run_book(args.scale, only=args.only, in_place=args.in_place)
+    workbook_book().run_book(
+        args.scale, only=args.only, in_place=args.in_place, jobs=args.jobs, devices=args.devices
+    )
     return 0
 
 
@@ -264,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-place",
         action="store_true",
         help="overwrite the committed notebooks (regenerates their outputs)",
+    )
+    book.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks run at once, in worker processes (several may share a GPU)",
+    )
+    book.add_argument(
+        "--devices",
+        nargs="+",
+        metavar="ID",
+        help="CUDA devices the workers share out, worker k on device k mod len (e.g. 0 1 2 3)",
     )
     book.add_argument(
         "--show-params",

@@ -4,18 +4,18 @@ The pair, data and schedule are the book's `cpu` scale (`load_params("cpu")`): t
 teacher (data/teachers/cpu/, see scripts/ship_cpu_teachers.py) distilled into the student on
 real Fashion-MNIST, each run scored on the full test set (10,000 images). Every method runs with
 seeds 0, 1, 2 (data order, augmentation, subset, initialisation); the teacher is the same for all.
-Runs are cached under runs/cpu-study/ (an interrupted study resumes where it stopped), so
-seeds can run in parallel processes and a final call collects them:
+Runs are cached under runs/cpu-study/ (an interrupted study resumes where it stopped); `--jobs N`
+trains N seeds at once in worker processes (each with its share of the cores, or spread over
+`--devices`), and a call over all seeds collects them:
 
-    OMP_NUM_THREADS=1 python scripts/cpu_study.py --seeds 0 1 &
-    OMP_NUM_THREADS=1 python scripts/cpu_study.py --seeds 2; wait
-    python scripts/cpu_study.py        # all cached: writes results/cpu_study.json and the table
+    python scripts/cpu_study.py --jobs 3   # writes results/cpu_study.json and the table
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -26,9 +26,11 @@ import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.methods.dkd import dkd_recipe
+from dfpt_core.methods.shared_outputs import share_in_this_process
 from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.cache import shipped_manifest
 from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.parallel import run_parallel
 
 SEEDS = (0, 1, 2)
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "dfpt_kd", "dfpt_kdt")
@@ -36,8 +38,9 @@ FITNET_CLIP = 1.0  # gradient-norm clipping over every parameter, the projection
 
 
 def fitnet_unclipped(teacher: nb.Teacher, student: str, cache: Path, common: dict, epochs: int):
-    """FitNet's published recipe (hint weight 100) without gradient clipping: the run's best
-    record, or the error if it diverges (the study then runs FitNet clipped, see FITNET_CLIP)."""
+    """FitNet's published recipe (hint weight 100) without gradient clipping: the run's last
+    epoch record, or the error if it diverges (the study then runs FitNet clipped, see
+    FITNET_CLIP)."""
     try:
         return nb.distil("fitnet", teacher, student, cache, common, epochs).best
     except NonFiniteLossError as e:
@@ -45,8 +48,8 @@ def fitnet_unclipped(teacher: nb.Teacher, student: str, cache: Path, common: dic
 
 
 def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dict[str, dict]:
-    """Every method for one seed: {method: best record of the run}, plus FitNet's published
-    recipe without clipping ("fitnet_unclipped": its best record or how it diverged)."""
+    """Every method for one seed: {method: the record of its last epoch}, plus FitNet's
+    published recipe without clipping ("fitnet_unclipped": its record or how it diverged)."""
     student, epochs = params["student"], params["student_epochs"]
     common = {**study_common(params), "seed": seed}
     clipped = {**common, "clip_grad_norm": FITNET_CLIP}
@@ -90,14 +93,33 @@ def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dic
     return records
 
 
+@functools.cache
+def context(scale: str) -> tuple[dict, nb.Teacher, Path]:
+    """The scale's preset, its teacher and the study's run cache (once per process)."""
+    params = load_params(scale)
+    nb.setup(seed=params["seed"], live=False)
+    share_in_this_process()  # runs of one seed see the same batches; all see the same test set
+    cache = runs_dir() / "cpu-study"
+    teacher = nb.teacher(
+        params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
+    )
+    return params, teacher, cache
+
+
+def train_one_seed(scale: str, seed: int) -> dict[str, dict]:
+    """`train_seed` in this process or a --jobs worker."""
+    params, teacher, cache = context(scale)
+    return train_seed(params, seed, teacher, cache)
+
+
 def study_common(params: dict) -> dict:
     """The book's cpu settings, scored on the full test set."""
     return {**nb.preset_common(params), "limit_test": None}
 
 
 def summarise(per_seed: dict[int, dict], teacher_top1: float) -> dict:
-    """Mean and sample std over seeds of the best top-1, the teacher-student gap and the gain
-    over the student trained alone (paired by seed)."""
+    """Mean and sample std over seeds of the last-epoch top-1, the teacher-student gap and the
+    gain over the student trained alone (paired by seed)."""
 
     def stats(values):
         return {"mean": statistics.mean(values), "std": statistics.stdev(values), "values": values}
@@ -136,16 +158,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--scale", default="cpu", choices=nb.SCALES, help="the book's preset")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds at once (worker processes)")
+    parser.add_argument("--devices", nargs="+", help="CUDA devices the workers share out")
     parser.add_argument("--out", default=REPO_ROOT / "results" / "cpu_study.json", type=Path)
     args = parser.parse_args()
-    params = load_params(args.scale)
-    nb.setup(seed=params["seed"], live=False)
-    book_common = nb.preset_common(params)
-    cache = runs_dir() / "cpu-study"
-    teacher = nb.teacher(params["teacher"], cache, book_common, params["teacher_epochs"])
+    params, teacher, _ = context(args.scale)
     if teacher.run is None or teacher.run.run_dir.name not in shipped_manifest().get("runs", {}):
         print(f"note: teacher {params['teacher']} is not a shipped one: {teacher.checkpoint}")
-    per_seed = {s: train_seed(params, s, teacher, cache) for s in args.seeds}
+    tasks = [(args.scale, seed) for seed in args.seeds]
+    if args.jobs > 1 or args.devices:
+        finished = run_parallel(train_one_seed, tasks, args.jobs, args.devices)
+    else:
+        finished = ((task, train_one_seed(*task)) for task in tasks)
+    per_seed = {}
+    for (_, seed), records in finished:
+        if isinstance(records, Exception):
+            raise records
+        per_seed[seed] = records
+    per_seed = dict(sorted(per_seed.items()))
     if sorted(args.seeds) != list(SEEDS):
         return  # a partial call trains; the call over all seeds reports
     teacher_top1 = nb.evaluate_checkpoint(teacher.arch, teacher.checkpoint, study_common(params))[
@@ -153,7 +183,7 @@ def main() -> None:
     ]
     table = summarise(per_seed, teacher_top1)
     record = {
-        "about": "cpu-scale study (scripts/cpu_study.py): best test top-1 on the full "
+        "about": "cpu-scale study (scripts/cpu_study.py): test top-1 at the last epoch on the full "
         "Fashion-MNIST test set, mean and sample std over seeds",
         "dataset": params["dataset"],
         "limit_train": params["limit_train"],

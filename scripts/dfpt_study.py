@@ -15,17 +15,18 @@ for twice the epochs (within DFPT-KD's wall-clock budget), DFPT-KD with each fus
 learning from the original path only or the prompt path only, DFPT-KDt. Secondary runs
 (SECONDARY_SEEDS): the prompt path's supervision (teacher only, student only) for the residual
 and the literal variant, the KDt copy's BatchNorm in eval mode, the student alone (CE). Run it
-on one thread per process (the numbers depend on the thread count).
+on one thread per process (the numbers depend on the thread count): `--jobs N` runs N runs at
+once in worker processes, each with its share of the cores (`--devices 0 1 ...` spreads them
+over GPUs instead); runs are cached, so a second call only collects.
 
-    OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 0 3 4 &
-    OMP_NUM_THREADS=1 python scripts/dfpt_study.py --seeds 1 2; wait
-    OMP_NUM_THREADS=1 python scripts/dfpt_study.py   # collects (and retries what diverged)
+    python scripts/dfpt_study.py --jobs 2      # on 2 cores: one thread per worker
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -37,8 +38,10 @@ import dfpt_core.workbook as nb
 from dfpt_core.data import fixed_batch
 from dfpt_core.engine.probe import PROBE_FILE, PathProbe
 from dfpt_core.engine.trainer import NonFiniteLossError
+from dfpt_core.methods.shared_outputs import share_in_this_process
 from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.parallel import run_parallel
 from dfpt_core.workbook.stats import describe, paired_difference
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -179,25 +182,51 @@ def summary(runs: dict, epoch: str = "selected") -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--out", default=REPO_ROOT / "results" / "dfpt_study.json", type=Path)
-    args = parser.parse_args()
+@functools.cache
+def context() -> tuple[dict, nb.Teacher, Path]:
+    """The cpu preset, the shipped teacher and the study's run cache (once per process)."""
     params = load_params("cpu")
     nb.setup(seed=params["seed"], live=False)
+    share_in_this_process()  # runs of one seed see the same batches; all see the same test set
     cache = runs_dir() / "dfpt-study"
     teacher = nb.teacher(
         params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
     )
+    return params, teacher, cache
+
+
+def train_one(name: str, seed: int) -> dict:
+    """One run of the study, in this process or a --jobs worker: its record."""
+    params, teacher, cache = context()
+    return train(name, {**HEADLINE, **SECONDARY}[name], params, seed, teacher, cache)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (worker processes)")
+    parser.add_argument("--devices", nargs="+", help="CUDA devices the workers share out")
+    parser.add_argument("--out", default=REPO_ROOT / "results" / "dfpt_study.json", type=Path)
+    args = parser.parse_args()
+    params, teacher, _ = context()
+    tasks = [
+        (name, seed)
+        for seed in args.seeds
+        for name in {**HEADLINE, **(SECONDARY if seed in SECONDARY_SEEDS else {})}
+    ]
+    if args.jobs > 1 or args.devices:
+        finished = run_parallel(train_one, tasks, args.jobs, args.devices)
+    else:
+        finished = ((task, train_one(*task)) for task in tasks)
     runs: dict[str, dict] = {}
-    for seed in args.seeds:
-        todo = {**HEADLINE, **(SECONDARY if seed in SECONDARY_SEEDS else {})}
-        for name, spec in todo.items():
-            runs.setdefault(name, {})[seed] = train(name, spec, params, seed, teacher, cache)
-            done = runs[name][seed]
-            top1 = done.get("diverged") or f"{done['selected']['student_top1']:.2f}"
-            print(f"seed {seed} {name}: {top1}", flush=True)
+    for (name, seed), done in finished:
+        if isinstance(done, Exception):
+            raise done
+        runs.setdefault(name, {})[seed] = done
+        top1 = done.get("diverged") or f"{done['selected']['student_top1']:.2f}"
+        print(f"seed {seed} {name}: {top1}", flush=True)
+    order = {**HEADLINE, **SECONDARY}
+    runs = {name: dict(sorted(runs[name].items())) for name in order if name in runs}
     if sorted(args.seeds) != list(SEEDS):
         return  # a partial call trains; the call over all seeds reports
     result = summary(runs)

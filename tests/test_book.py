@@ -120,11 +120,11 @@ def test_published_figures_are_the_recipes_table():
     assert list(published.DKD_CIFAR100)[:2] == [("resnet56", "resnet20"), ("resnet110", "resnet32")]
 
 
-def _notebook(path, source):
+def _notebook(path, source, parameters='scale = "smoke"\nout_dir = "."\nseed = 0'):
     """A two-cell notebook: a `parameters` cell and `source`."""
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec})
-    params = nbformat.v4.new_code_cell('scale = "smoke"\nout_dir = "."\nseed = 0')
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(source)]
     nbformat.write(nb, path)
@@ -159,3 +159,35 @@ def test_run_book_reports_progress_failures_and_estimates(tmp_path, capfd):
     assert re.search(r"\(elapsed \d+ s; about \d+ s left by the last run's times\)$", lines[2])
     record = json.loads((runs / "book-smoke" / "book_run.json").read_text())
     assert [r["status"] for r in record["runs"]] == ["ok", "ok"]
+
+
+def test_run_book_in_parallel_shares_out_devices_and_runs_the_collector_last(tmp_path):
+    book = tmp_path / "book"
+    (book / "params").mkdir(parents=True)
+    (book / "params" / "smoke.yaml").write_text("seed: 3\n")
+    record = (
+        "import json, os, time\nfrom pathlib import Path\nstart = time.time()\n{work}\n"
+        "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "(Path(out_dir) / 'env.json').write_text(json.dumps({{'start': start, 'end': time.time(),"
+        " 'device': os.environ.get('CUDA_VISIBLE_DEVICES')}}))"
+    )
+    for name in ("00_a", "01_b", "02_c"):
+        _notebook(book / f"{name}.ipynb", record.format(work="time.sleep(3)"))
+    _notebook(
+        book / "03_results.ipynb",
+        record.format(work="pass"),
+        'out_dir = "."\nresults_root = "."',  # declares results_root: collects, runs last
+    )
+    runs, lines = tmp_path / "runs", []
+    run_book("smoke", out_root=runs, book_dir=book, echo=lines.append, jobs=2, devices=["5", "7"])
+    assert lines[0].endswith("on 2 workers, devices 5, 7")
+    env = {n: json.loads((runs / "book-smoke" / n / "env.json").read_text()) for n in
+           ("00_a", "01_b", "02_c", "03_results")}  # fmt: skip
+    assert {e["device"] for e in env.values()} <= {"5", "7"}
+    first = sorted((env[n] for n in ("00_a", "01_b", "02_c")), key=lambda e: e["start"])
+    assert first[1]["start"] < first[0]["end"]  # two ran at once
+    assert env["03_results"]["start"] > max(e["end"] for e in first)
+    record = json.loads((runs / "book-smoke" / "book_run.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["ok"] * 4
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_book("smoke", out_root=runs, book_dir=book, jobs=0)

@@ -30,6 +30,10 @@ class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked; the message says why and what to do."""
 
 
+class RunInUseError(RunFolderError):
+    """Another process holds the run folder's lock (`wait_for_run` waits for it)."""
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to a temp file beside `path`, then rename it over `path`."""
     path = Path(path)
@@ -85,7 +89,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             owner = f.read().strip() or "?"
-            raise RunFolderError(
+            raise RunInUseError(
                 f"{run_dir} is in use by another process (pid {owner}): two runs cannot share "
                 "a run folder; wait for it, or give this run another name"
             ) from None
@@ -97,6 +101,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def wait_for_run(run_dir: Path) -> None:
+    """Block until no process holds the run folder's lock (the owner finished, failed or was
+    killed: the operating system releases the lock with the process)."""
+    if fcntl is None or not (run_dir / ".lock").is_file():
+        return
+    with open(run_dir / ".lock") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)  # granted once the owner's exclusive lock is gone
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def existing_run(run_dir: Path) -> str | None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .shared_outputs import active_store
+
 
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode and no gradients: how every teacher is held."""
@@ -136,13 +138,19 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def teacher_logits(self, images: Tensor, name: str = "teacher") -> Tensor:
-        return self.teachers[name](images)
+        """The frozen network `name`'s logits; inside `shared_teacher_outputs()` looked up
+        when another run computed them on the same batch (bit-identical)."""
+        teacher = self.teachers[name]
+        store = active_store()
+        if store is None:
+            return teacher(images)
+        return store.get(teacher, images, lambda: teacher(images))
 
     @torch.no_grad()
     def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
         out = {"student": self.student(images)}
         if "teacher" in self.teachers:
-            out["teacher"] = self.teachers["teacher"](images)
+            out["teacher"] = self.teacher_logits(images)
         return out
 
     def extra_modules(self) -> Iterator[nn.Module]:

@@ -113,5 +113,5 @@ class DGKD(KDFamily):
     def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
         return {
             "student": self.student(images),
-            **{g: self.teachers[g](images) for g in self.guide_names},
+            **{g: self.teacher_logits(images, g) for g in self.guide_names},
         }

@@ -138,7 +138,7 @@ class RCO(KDFamily):
 
     @torch.no_grad()
     def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
-        teacher = self.teacher(images)
+        teacher = self.teacher_logits(images)
         name = self.anchor_name(self.epoch)
-        anchor = teacher if name == "teacher" else self.teachers[name](images)
+        anchor = teacher if name == "teacher" else self.teacher_logits(images, name)
         return {"student": self.student(images), "teacher": teacher, "anchor": anchor}

@@ -85,6 +85,6 @@ class TAKD(KDFamily):
     def eval_logits(self, images: Tensor) -> dict[str, Tensor]:
         return {
             "student": self.student(images),
-            "teacher": self.teacher(images),
-            "assistant": self.assistant(images),
+            "teacher": self.teacher_logits(images),
+            "assistant": self.teacher_logits(images, self.assistant_names[-1]),
         }

@@ -15,6 +15,7 @@ import yaml
 from ..run.config import TrainConfig
 from ..run.recipes import SCALES, recipe
 from .checkout import BOOK_DIR, runs_dir
+from .parallel import run_parallel
 
 
 def print_now(line: str) -> None:
@@ -88,6 +89,8 @@ def run_book(
     in_place: bool = False,
     book_dir: Path = BOOK_DIR,
     echo: Callable[[str], None] = print_now,
+    jobs: int = 1,
+    devices: list[str] | None = None,
 ) -> Path:
     """Execute the notebooks with papermill into runs/book-<scale>/ and write index.html.
 
@@ -96,6 +99,10 @@ def run_book(
     runs folder, $DFPT_RUNS_DIR or the checkout's runs/) and `live=False`.
     With `in_place` (smoke only), the executed notebooks replace the committed ones with their
     own defaults (the smoke values; nothing injected), which is what nbval compares against.
+    With `jobs` > 1 or `devices`, the notebooks run in parallel worker processes
+    (`parallel.run_parallel`: several per GPU, across the GPUs listed, or a share of the CPU
+    cores each); the notebooks that collect results (they declare `results_root`) run after
+    the others. A run two notebooks need is trained once (the run cache waits for it).
     Kernels run with DFPT_HEADLESS=1 and log errors only. Progress goes to `echo`: a line when
     each notebook starts (with its time on the last run, when known) and ends (with an estimate
     of what is left), then a table of times, the failures with the command that re-runs each,
@@ -105,6 +112,8 @@ def run_book(
 
     if in_place and scale != "smoke":
         raise ValueError("--in-place regenerates the committed smoke outputs: use --scale smoke")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     os.environ["DFPT_HEADLESS"] = "1"  # inherited by the kernels papermill starts
     params = load_params(scale, book_dir)
     runs_root = Path(out_root or runs_dir()).resolve()
@@ -112,15 +121,16 @@ def run_book(
     run_dir.mkdir(parents=True, exist_ok=True)
     last = last_times(run_dir)
     chosen = select(list_notebooks(book_dir), only)
-    echo(f"dfpt book: {len(chosen)} notebooks at {scale} scale -> {run_dir}")
-    results, begin = [], time.time()
-    for i, nb in enumerate(chosen, 1):
-        out_dir = run_dir / nb.stem
+    where = f" on {jobs} workers" + (f", devices {', '.join(devices)}" if devices else "")
+    echo(f"dfpt book: {len(chosen)} notebooks at {scale} scale -> {run_dir}"
+         + (where if jobs > 1 or devices else ""))  # fmt: skip
+    tasks, collectors = [], []
+    for nb in chosen:
         declared = pm.inspect_notebook(str(nb))  # pass only what the notebook declares
         given = {
             **params,
             "scale": scale,
-            "out_dir": str(out_dir),
+            "out_dir": str(run_dir / nb.stem),
             "live": False,
             "cache_dir": str(run_dir / "cache"),
             "results_root": str(runs_root),  # 09 collects every run under it
@@ -128,45 +138,57 @@ def run_book(
         target = nb if in_place else run_dir / nb.name
         if in_place:
             drop_injected_parameters(nb)
+        parameters = {} if in_place else {k: v for k, v in given.items() if k in declared}
+        task = (str(nb), str(target), parameters, str(book_dir))
+        (collectors if "results_root" in declared else tasks).append(task)
+    results, begin = [], time.time()
+    position = {str(nb): i for i, nb in enumerate(chosen, 1)}
+
+    def started(task, what="started"):
+        nb = Path(task[0])
         known = f" (last run {clock(last[nb.name])})" if nb.name in last else ""
-        echo(f"[{i}/{len(chosen)}] {nb.stem}: started{known}")
-        start = time.time()
-        failure = None
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(target),
-                kernel_name="python3",
-                cwd=str(book_dir),
-                parameters={} if in_place else {k: v for k, v in given.items() if k in declared},
-                log_output=False,
-                progress_bar=False,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP warning per kernel
+        echo(f"[{position[task[0]]}/{len(chosen)}] {nb.stem}: {what}{known}")
+
+    def one_by_one(wave):
+        for task in wave:
+            started(task)
+            yield task, execute_notebook(*task)
+
+    for wave in (tasks, collectors):
+        if jobs > 1 or devices:
+            for task in wave:
+                started(task, "queued")
+            finished = run_parallel(execute_notebook, wave, jobs, devices)
+        else:
+            finished = one_by_one(wave)
+        for task, outcome in finished:
+            if isinstance(outcome, Exception):  # the worker's own failure, not the notebook's
+                outcome = (describe_failure(outcome), 0.0)
+            failure, seconds = outcome
+            nb, target = Path(task[0]), Path(task[1])
+            results.append(
+                {
+                    "notebook": nb.name,
+                    "status": "ok" if failure is None else "failed",
+                    "seconds": seconds,
+                    "output": str(to_html(target, run_dir)) if target.is_file() else "",
+                    "out_dir": str(run_dir / nb.stem),
+                    **({"failure": failure} if failure else {}),
+                }
             )
-        except Exception as e:  # papermill raises PapermillExecutionError with the cell error
-            failure = describe_failure(e)
-        seconds = time.time() - start
-        results.append(
-            {
-                "notebook": nb.name,
-                "status": "ok" if failure is None else "failed",
-                "seconds": seconds,
-                "output": str(to_html(target, run_dir)) if target.is_file() else "",
-                "out_dir": str(out_dir),
-                **({"failure": failure} if failure else {}),
-            }
-        )
-        left = [last.get(n.name) for n in chosen[i:]]
-        estimate = (
-            f"; about {clock(sum(left))} left by the last run's times"
-            if left and None not in left
-            else ""
-        )
-        outcome = "ok" if failure is None else f"FAILED in cell {failure['cell']}"
-        echo(
-            f"[{i}/{len(chosen)}] {nb.stem}: {outcome} in {clock(seconds)}"
-            f" (elapsed {clock(time.time() - begin)}{estimate})"
-        )
+            done = {r["notebook"] for r in results}
+            left = [last.get(n.name) for n in chosen if n.name not in done]
+            estimate = (
+                f"; about {clock(sum(left) / jobs)} left by the last run's times"
+                if left and None not in left
+                else ""
+            )
+            status = "ok" if failure is None else f"FAILED in cell {failure['cell']}"
+            echo(
+                f"[{position[task[0]]}/{len(chosen)}] {nb.stem}: {status} in {clock(seconds)}"
+                f" (elapsed {clock(time.time() - begin)}{estimate})"
+            )
+    results.sort(key=lambda r: r["notebook"])
     record = {"scale": scale, "runs": merge_runs(run_dir, results)}
     (run_dir / "book_run.json").write_text(json.dumps(record, indent=2))
     index = write_index(run_dir, record["runs"], scale)
@@ -175,6 +197,29 @@ def run_book(
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} notebooks failed (see above)")
     return run_dir
+
+
+def execute_notebook(
+    notebook: str, target: str, parameters: dict, cwd: str
+) -> tuple[dict | None, float]:
+    """Run one notebook with papermill into `target`: (the failure, or None; seconds)."""
+    import papermill as pm
+
+    start, failure = time.time(), None
+    try:
+        pm.execute_notebook(
+            notebook,
+            target,
+            kernel_name="python3",
+            cwd=cwd,
+            parameters=parameters,
+            log_output=False,
+            progress_bar=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP warning per kernel
+        )
+    except Exception as e:  # papermill raises PapermillExecutionError with the cell error
+        failure = describe_failure(e)
+    return failure, time.time() - start
 
 
 def clock(seconds: float) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..engine.records import RunInUseError, wait_for_run
 from ..run.config import TrainConfig, make_config
 from .checkout import SHIPPED_DIR
 from .viz import Dashboard, is_live
@@ -85,28 +86,35 @@ def cached_run(
     under that name (the `cpu`-scale teachers, `shipped_run`), is loaded (history, best);
     otherwise it is trained (resuming an interrupted attempt) with `callbacks` (Trainer
     callbacks: on_train_start / on_step_end / on_epoch_end / on_train_end) and its records
-    written."""
+    written. While another process trains it (parallel notebooks or jobs), this one waits for
+    that run and loads it: each run is trained once."""
     from ..run.build import run
 
     cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
     cfg.name = f"{name}-{config_key(cfg.to_dict())}"
     run_dir = Path(cache_dir) / cfg.name
-    shipped = None if (run_dir / "metrics.json").is_file() else shipped_run(cfg.name)
-    finished = load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
-    if finished is not None:
-        return finished
-    resume = (run_dir / "checkpoints" / "last.pt").is_file() and not selected_on_test(
-        _read_json(run_dir / "metrics.json")
-    )
-    dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
-    trainer = run(
-        cfg,
-        resume=resume,
-        overwrite=not resume,  # records without a checkpoint (e.g. damaged) start again
-        callbacks=[dashboard, *callbacks],
-        progress=is_live(live),
-    )
-    return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
+    while True:  # until this process has the run, loaded or trained
+        shipped = None if (run_dir / "metrics.json").is_file() else shipped_run(cfg.name)
+        finished = load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
+        if finished is not None:
+            return finished
+        resume = (run_dir / "checkpoints" / "last.pt").is_file() and not selected_on_test(
+            _read_json(run_dir / "metrics.json")
+        )
+        dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
+        try:
+            trainer = run(
+                cfg,
+                resume=resume,
+                overwrite=not resume,  # records without a checkpoint (e.g. damaged) start again
+                callbacks=[dashboard, *callbacks],
+                progress=is_live(live),
+            )
+        except RunInUseError:  # another process (a parallel notebook or job) trains it: wait
+            print(f"{cfg.name}: trained by another process; waiting for it", flush=True)
+            wait_for_run(run_dir)
+            continue
+        return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
 
 
 def load_finished(cfg: TrainConfig, run_dir: Path, shipped: bool = False) -> RunResult | None:
