@@ -202,3 +202,31 @@ def test_gpu_bench_smoke_path_and_refusal(bench, tmp_path, monkeypatch, capsys):
         assert _close(r["projected_epochs_h"], 50000 * 240 / r["images_per_s"] / 3600)
         if name != "reference_kd":
             assert _close(r["speedup_vs_reference_kd"], r["images_per_s"] / ref)
+
+
+def test_dfpt_layers_splits_every_flop_and_millisecond_into_families(bench, monkeypatch):
+    """bench/dfpt_layers.py: the per-family FLOPs of a step add up to flops.py's count of the same
+    step, and the ratios are those of the sums. Never asserts a speed."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    layers, flops = importlib.import_module("dfpt_layers"), importlib.import_module("flops")
+    assert layers.family("aten::mkldnn_convolution") == "convolution"
+    assert layers.family("aten.convolution_backward") == "convolution"
+    assert layers.family("aten::native_batch_norm_backward") == "batch norm"
+    assert layers.family("aten.addmm") == "matrix product"
+    assert layers.family("aten::add_").startswith("other")
+    pair = bench.common.PAIRS[1]
+    r = layers.compare(pair, bench.common.FP32, CPU, size=4, steps=1)
+    for method in layers.METHODS:
+        step = bench.common.train_step(
+            bench.common.build(method, pair, CPU), *bench.common.batch(pair, 4, CPU)
+        )
+        total = flops.step_flops(step) / 1e9
+        assert sum(f[f"{method}_gflop"] for f in r["families"]) == pytest.approx(total)
+        assert r["gflop_per_step"][method] == pytest.approx(total)
+        assert sum(f[f"{method}_ms"] for f in r["families"]) == pytest.approx(
+            r["ms_per_step"][method]
+        )
+    assert r["flop_ratio"] == pytest.approx(
+        r["gflop_per_step"]["dfpt_kd"] / r["gflop_per_step"]["kd"]
+    )
+    assert r["time_over_flop_ratio"] == pytest.approx(r["time_ratio"] / r["flop_ratio"])
