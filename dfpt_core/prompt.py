@@ -8,25 +8,26 @@ with the teacher's original intermediate feature using a 1 by 1 convolution"; ho
 blocks start, it does not say. The variants (`FUSION_MODES`, `PROMPT_INITS`) are this project's
 readings of that sentence:
 
-- "residual" + prompt_init "zero" (the default): F(x, P) = z + BN(conv1x1(z)), z = x + P, the BN
-  scale and P's last conv starting at zero, so the prompt path computes exactly the teacher's
-  features at step 0 (only the new head differs);
-- "concat" + prompt_init "standard" (the literal reading): F(x, P) = BN(conv1x1([x; P])) over the
-  concatenation, PyTorch's default initialisation everywhere, so the prompt path starts away
-  from the teacher;
+- "concat" (the default; with its own initialisation, prompt_init "standard": the literal
+  reading): F(x, P) = BN(conv1x1([x; P])) over the concatenation, PyTorch's default
+  initialisation everywhere, so the prompt path starts away from the teacher;
+- "residual" (with prompt_init "zero": the identity start): F(x, P) = z + BN(conv1x1(z)),
+  z = x + P, the BN scale and P's last conv starting at zero, so the prompt path computes exactly
+  the teacher's features at step 0 (only the new head differs);
 - "grouped": the residual form with a grouped 1x1 conv (groups of GROUP_WIDTH channels), whose
-  weights grow as 16 C rather than C^2;
-- "add": F(x, P) = x + P, the paper's ablation without the fusion block.
+  weights grow as 16 C rather than C^2 (prompt_init "zero");
+- "add": F(x, P) = x + P, the paper's ablation without the fusion block (prompt_init "zero").
 
+Each fusion starts with its own initialisation (`FUSION_INIT`); `prompt_init` overrides it.
 The default is chosen by measurement (scripts/dfpt_study.py, results/dfpt_study.json: the cpu
-pair resnet20 -> resnet8 on Fashion-MNIST, 5 paired seeds, last-epoch top-1 on 10,000 test
-images). The student's accuracy does not separate the variants: grouped - residual -0.10
-points (95 % CI -1.71 to +1.50), concat - residual -0.69 (-2.79 to +1.41). Their dynamics do:
-the prompt path with the identity start is at the teacher's level (about 87 % on training
-images) within the first epoch and stays there; the literal reading starts away from it (64 %
-after one epoch) and climbs to 81 %, the paper's easy-to-hard course. "residual" stays the
-default on the student's accuracy (the highest mean, not a shown difference); the literal reading
-is the variant to use for the easy-to-hard picture.
+pair resnet20 -> resnet8 on Fashion-MNIST, 5 paired seeds, top-1 on 10,000 test images), the
+student's accuracy first, the prompt path's dynamics second. The student's accuracy did not
+separate the variants (first study, last epoch: concat - residual -0.69 points, 95 % CI -2.79 to
++1.41; grouped - residual -0.10, -1.71 to +1.50; the current figures: notebook 05, section 7).
+The dynamics did: with the identity start the prompt path is at the teacher's level (about 87 %
+on training images) within the first epoch and stays there; with the literal reading it starts
+away from it (64 % after one epoch) and climbs to 81 %, the easy-to-hard course the paper
+describes. So the literal reading is the default.
 
 Cost of all prompt + fusion blocks (`DualPathTeacher.budget`, 100 classes, 32x32 input, r1=4,
 r2=0.25, kernels 3/5/7; M parameters / M multiply-adds), against the paper's Table VII for
@@ -61,6 +62,8 @@ from .models.stages import Stages, StageSpec
 
 FUSION_MODES = ("residual", "concat", "grouped", "add")
 PROMPT_INITS = ("zero", "standard")
+#: each fusion's own initialisation of the prompt blocks (`prompt_init=None`)
+FUSION_INIT = {"concat": "standard", "residual": "zero", "grouped": "zero", "add": "zero"}
 HEAD_INITS = ("random", "copy")
 BACKBONE_BN = ("train", "eval")
 GROUP_WIDTH = 16  # channels per group of the "grouped" fusion (this project's choice)
@@ -150,7 +153,7 @@ class FusionBlock(nn.Module):
     default initialisation. "add" has no parameters.
     """
 
-    def __init__(self, channels: int, mode: str = "residual"):
+    def __init__(self, channels: int, mode: str = "concat"):
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
@@ -218,8 +221,8 @@ class DualPathTeacher(nn.Module):
         r1: float = 4,
         r2: float = 0.25,
         kernels: Sequence[int] = (3, 5, 7),
-        fusion: str = "residual",
-        prompt_init: str = "zero",
+        fusion: str = "concat",
+        prompt_init: str | None = None,
         head_init: str = "random",
         finetune: bool = False,
         backbone_bn: str = "train",
@@ -241,6 +244,9 @@ class DualPathTeacher(nn.Module):
         self.backbone_bn = backbone_bn
         self.input_size = tuple(input_size)
         channels = {b.index: b.channels for b in original_stages.boundaries(input_size)}
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {fusion!r}")
+        prompt_init = FUSION_INIT[fusion] if prompt_init is None else prompt_init
         self.prompts = nn.ModuleDict(
             {str(i): PromptBlock(channels[i], r1, r2, kernels, prompt_init) for i in self.positions}
         )

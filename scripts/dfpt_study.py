@@ -13,11 +13,12 @@ Headline runs (SEEDS, paired by seed): KD, KD with DFPT's total distillation wei
 for twice the epochs (within DFPT-KD's wall-clock budget), DFPT-KD with each fusion variant
 (residual = the identity start, grouped, concat = the literal reading), DFPT-KD with the student
 learning from the original path only or the prompt path only, DFPT-KDt. Secondary runs
-(SECONDARY_SEEDS): the prompt path's supervision (teacher only, student only) for the residual
-and the literal variant, the KDt copy's BatchNorm in eval mode, the student alone (CE). Run it
-on one thread per process (the numbers depend on the thread count): `--jobs N` runs N runs at
-once in worker processes, each with its share of the cores (`--devices 0 1 ...` spreads them
-over GPUs instead); runs are cached, so a second call only collects.
+(SECONDARY_SEEDS): the prompt path's supervision (teacher only, student only) for the literal
+variant (the default) and the identity start (residual), the KDt copy's BatchNorm in eval mode,
+the student alone (CE). Run it on one thread per process (the numbers depend on the thread
+count): `--jobs N` runs N runs at once in worker processes, each with its share of the cores
+(`--devices 0 1 ...` spreads them over GPUs instead); runs are cached, so a second call only
+collects.
 
     python scripts/dfpt_study.py --jobs 2      # on 2 cores: one thread per worker
 """
@@ -48,41 +49,42 @@ SEEDS = (0, 1, 2, 3, 4)
 SECONDARY_SEEDS = (0, 1)
 VAL_SIZE = 2000  # validation images held out of the training split (data.split_indices)
 PROBE_EVERY, PROBE_IMAGES = 10, 256
-LITERAL = {"fusion": "concat", "prompt_init": "standard"}
+IDENTITY = {"fusion": "residual"}  # the identity start (its own init: zero)
 
-#: name -> (method, method_args, epochs factor); headline runs first
+#: name -> (method, method_args, epochs factor); headline runs first. DFPT-KD's default fusion is
+#: the literal reading (concat, standard init): "dfpt_literal" is DFPT-KD as it ships.
 HEADLINE = {
     "kd": ("kd", {}, 1),
     "kd_matched": ("kd", {"kd_weight": 1.8}, 1),
     "kd_2x_epochs": ("kd", {}, 2),
-    "dfpt_residual": ("dfpt_kd", {}, 1),
+    "dfpt_literal": ("dfpt_kd", {}, 1),
+    "dfpt_residual": ("dfpt_kd", IDENTITY, 1),
     "dfpt_grouped": ("dfpt_kd", {"fusion": "grouped"}, 1),
-    "dfpt_literal": ("dfpt_kd", LITERAL, 1),
     "dfpt_original_only": ("dfpt_kd", {"prompt_kd_weight": 0.0}, 1),
     "dfpt_prompt_only": ("dfpt_kd", {"kd_weight": 0.0}, 1),
     "dfpt_kdt": ("dfpt_kdt", {}, 1),
 }
 SECONDARY = {
     "ce": ("ce", {}, 1),
-    "dfpt_residual_teacher_only": ("dfpt_kd", {"supervision": "teacher"}, 1),
-    "dfpt_residual_student_only": ("dfpt_kd", {"supervision": "student"}, 1),
-    "dfpt_literal_teacher_only": ("dfpt_kd", {**LITERAL, "supervision": "teacher"}, 1),
-    "dfpt_literal_student_only": ("dfpt_kd", {**LITERAL, "supervision": "student"}, 1),
+    "dfpt_literal_teacher_only": ("dfpt_kd", {"supervision": "teacher"}, 1),
+    "dfpt_literal_student_only": ("dfpt_kd", {"supervision": "student"}, 1),
+    "dfpt_residual_teacher_only": ("dfpt_kd", {**IDENTITY, "supervision": "teacher"}, 1),
+    "dfpt_residual_student_only": ("dfpt_kd", {**IDENTITY, "supervision": "student"}, 1),
     "dfpt_kdt_bn_eval": ("dfpt_kdt", {"backbone_bn": "eval"}, 1),
 }
 #: the paired differences the study reports: (a, b) means a - b
 COMPARISONS = (
-    ("dfpt_residual", "kd_matched"),
-    ("dfpt_residual", "kd"),
-    ("kd_matched", "kd"),
-    ("dfpt_kdt", "dfpt_residual"),
-    ("dfpt_grouped", "dfpt_residual"),
-    ("dfpt_literal", "dfpt_residual"),
     ("dfpt_literal", "kd_matched"),
+    ("dfpt_literal", "kd"),
+    ("kd_matched", "kd"),
+    ("dfpt_kdt", "dfpt_literal"),
+    ("dfpt_residual", "dfpt_literal"),
+    ("dfpt_grouped", "dfpt_literal"),
+    ("dfpt_residual", "kd_matched"),
     ("kd_2x_epochs", "kd"),
-    ("dfpt_residual", "kd_2x_epochs"),
-    ("dfpt_original_only", "dfpt_residual"),
-    ("dfpt_prompt_only", "dfpt_residual"),
+    ("dfpt_literal", "kd_2x_epochs"),
+    ("dfpt_original_only", "dfpt_literal"),
+    ("dfpt_prompt_only", "dfpt_literal"),
     ("dfpt_kdt_bn_eval", "dfpt_kdt"),
     ("kd", "ce"),
 )

@@ -69,3 +69,19 @@ def test_the_run_cache_retrains_a_run_that_selected_its_epoch_on_the_test_set(
     assert [h["seconds"] for h in again.history] != [h["seconds"] for h in first.history]
     assert again.best == again.history[-1] and untimed(again.history) == untimed(first.history)
     assert cached_run("tiny", tmp_path, **values).trainer is None  # loaded from now on
+
+
+def test_the_run_cache_retrains_a_run_whose_method_defaults_changed(tmp_path, fmnist_root):
+    """The cache key counts only the values a run sets; a method default that changed under it
+    (as DFPT-KD's fusion did) is caught by the hyperparameters the record keeps."""
+    cfg = tiny_config(tmp_path, fmnist_root, epochs=1).to_dict()
+    values = {k: v for k, v in cfg.items() if k not in ("name", "out_dir")}
+    first = cached_run("tiny", tmp_path, **values)
+    record = json.loads((first.run_dir / "metrics.json").read_text())
+    assert record["hparams_resolved"] == {"label_smoothing": 0.0}  # ce's one, defaulted
+    record["hparams_resolved"] = {"label_smoothing": 0.1}  # as if the default had been 0.1
+    (first.run_dir / "metrics.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="defaults included.* changed since: label_smoothing"):
+        again = cached_run("tiny", tmp_path, **values)
+    assert again.trainer is not None
+    assert cached_run("tiny", tmp_path, **values).trainer is None

@@ -36,3 +36,43 @@ def test_run_parallel_pins_each_worker_and_returns_every_result():
     assert all(pid != os.getpid() for pid in by_pid)  # in worker processes
     # one pid always has one device: a worker keeps the slot it claimed
     assert all(device == by_pid[pid] for pid, device, _ in results.values())
+
+
+def wait_for_sigterm(folder: str) -> None:
+    """A task that says it started, then waits; on SIGTERM it says so and exits."""
+    import signal
+    import time
+    from pathlib import Path
+
+    def stop(signum, frame):
+        (Path(folder) / "terminated").write_text(str(os.getpid()))
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    (Path(folder) / "started").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def test_a_worker_stops_as_on_sigterm_when_its_parent_dies(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tests = os.path.dirname(__file__)
+    parent = subprocess.Popen([
+        sys.executable, "-c",
+        f"import sys; sys.path.insert(0, {tests!r}); from test_parallel import wait_for_sigterm; "
+        "from dfpt_core.workbook.parallel import run_parallel; "
+        f"list(run_parallel(wait_for_sigterm, [({str(tmp_path)!r},)], jobs=1))",
+    ])  # fmt: skip
+    deadline = time.time() + 60
+    while not (tmp_path / "started").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "started").exists()
+    parent.send_signal(signal.SIGKILL)  # no chance to clean up after its workers
+    parent.wait()
+    deadline = time.time() + 15
+    while not (tmp_path / "terminated").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "terminated").read_text() == (tmp_path / "started").read_text()

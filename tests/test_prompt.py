@@ -153,7 +153,9 @@ def test_shapes_positions_and_identity_with_a_random_head(name):
     teacher = zoo_teacher(name)
     bounds = Stages(teacher).boundaries((3, 32, 32))
     n = len(bounds) - 1
-    dual = DualPathTeacher(teacher).eval()  # defaults: positions "all", head_init "random"
+    dual = DualPathTeacher(
+        teacher, fusion="residual"
+    ).eval()  # defaults: positions "all", head_init "random"
     keys = [str(i) for i in range(1, n + 1)]
     assert dual.positions == tuple(range(1, n + 1))
     assert list(dual.prompts) == keys and list(dual.fusions) == keys
@@ -187,7 +189,7 @@ def test_shapes_positions_and_identity_with_a_random_head(name):
 def test_copied_head_makes_the_prompt_path_equal_the_teacher(name):
     teacher = zoo_teacher(name)
     x = images(name)
-    dual = DualPathTeacher(teacher, head_init="copy").eval()
+    dual = DualPathTeacher(teacher, head_init="copy", fusion="residual").eval()
     with torch.no_grad():
         out = dual(x)
         reference = teacher(x)
@@ -203,7 +205,7 @@ def test_copied_head_makes_the_prompt_path_equal_the_teacher(name):
 def test_identity_of_the_kdt_backbone_copy(name):
     teacher = zoo_teacher(name)
     x = images(name)
-    dual = DualPathTeacher(teacher, head_init="copy", finetune=True).eval()
+    dual = DualPathTeacher(teacher, head_init="copy", finetune=True, fusion="residual").eval()
     assert dual.backbone is not teacher
     copies = dict(dual.backbone.named_parameters())
     head = head_parameter_names(teacher)
@@ -231,7 +233,9 @@ def test_kdt_backbone_bn_mode_in_training():
     x = images("resnet8", batch=8)
     outs = {}
     for mode in ("train", "eval"):
-        dual = DualPathTeacher(teacher, head_init="copy", finetune=True, backbone_bn=mode).train()
+        dual = DualPathTeacher(
+            teacher, head_init="copy", finetune=True, backbone_bn=mode, fusion="residual"
+        ).train()
         bns = [m for m in dual.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
         assert all(m.training == (mode == "train") for m in bns)
         assert not dual.original.training
@@ -244,12 +248,13 @@ def test_kdt_backbone_bn_mode_in_training():
     assert torch.equal(outs["eval"].prompt, reference)
     assert not torch.allclose(outs["train"].prompt, reference, atol=1e-3)
     with pytest.raises(ValueError, match="'train', 'eval'"):
-        DualPathTeacher(teacher, finetune=True, backbone_bn="frozen")
+        DualPathTeacher(teacher, finetune=True, backbone_bn="frozen", fusion="residual")
 
 
 def test_fusion_variants_at_step_0():
     """The identity start (residual or grouped fusion, zero-initialised prompt) computes the
-    teacher's features; the literal reading (concat, standard init) starts away from them."""
+    teacher's features; the literal reading (concat, standard init: the default) starts away
+    from them."""
     teacher = zoo_teacher("wrn_40_2")
     x = images("wrn_40_2")
     reference = teacher(x)
@@ -263,6 +268,23 @@ def test_fusion_variants_at_step_0():
     assert (literal(x).prompt - reference).abs().max() > 0.1
     grouped = DualPathTeacher(teacher, fusion="grouped").fusions
     assert [f.conv.groups for f in grouped.values()] == [2, 4, 8]  # 32, 64, 128 channels / 16
+    # the default is the literal reading; each fusion brings its own initialisation, which
+    # prompt_init overrides
+    torch.manual_seed(1)
+    default = DualPathTeacher(teacher, head_init="copy").eval()
+    torch.manual_seed(1)
+    spelled = DualPathTeacher(teacher, fusion="concat", prompt_init="standard", head_init="copy")
+    pairs = zip(default.state_dict().values(), spelled.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert all(f.mode == "concat" for f in default.fusions.values())
+    zero_concat = DualPathTeacher(teacher, fusion="concat", prompt_init="zero")
+    assert all(p.up.weight.abs().sum() == 0 for p in zero_concat.prompts.values())
+    assert all(
+        p.up.weight.abs().sum() > 0
+        for p in DualPathTeacher(
+            teacher, fusion="residual", prompt_init="standard"
+        ).prompts.values()
+    )
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -305,7 +327,7 @@ def test_both_paths_share_the_stages_before_the_first_prompt():
             ((2, 3), {1: 1, 2: 1, 3: 2}),
             (3, {1: 1, 2: 1, 3: 1}),
         ]:
-            dual = DualPathTeacher(teacher, positions).eval()
+            dual = DualPathTeacher(teacher, positions, fusion="residual").eval()
             calls.clear()
             with torch.no_grad():
                 dual(x)
@@ -321,7 +343,7 @@ def test_identity_also_holds_in_train_mode_for_dfpt_kd(name):
     # up-conv and the zero fusion BN scale still make them exact no-ops at step 0
     teacher = zoo_teacher(name)
     x = images(name, batch=4)
-    dual = DualPathTeacher(teacher, head_init="copy").train()
+    dual = DualPathTeacher(teacher, head_init="copy", fusion="residual").train()
     assert not teacher.training and dual.prompts.training and dual.new_head.training
     with torch.no_grad():
         out = dual(x, features=True)
@@ -367,7 +389,7 @@ def budget_table(names=None, **kw) -> dict[str, dict]:
     for name in list_models() if names is None else names:
         teacher = zoo_teacher(name)
         bounds = Stages(teacher).boundaries((3, 32, 32))[1:]
-        budget = DualPathTeacher(teacher, **kw).budget()
+        budget = DualPathTeacher(teacher, **{"fusion": "residual", **kw}).budget()
         table[name] = {
             **budget,
             "hand": hand_budget([(b.channels, b.height, b.width) for b in bounds], **kw),
@@ -391,7 +413,7 @@ RESNET32X4_BUDGET = (138978, 20041088)
 def test_wrn_40_2_budget_beside_the_paper():
     """Measured, not matched: within 20 % of Table VII's figures (0.03 M, 5.87 M), the residual
     fusion 17 % above its parameters and 14 % below its MACs; the grouped fusion about half."""
-    budget = DualPathTeacher(create_model("wrn_40_2", num_classes=100)).budget()
+    budget = DualPathTeacher(create_model("wrn_40_2", num_classes=100), fusion="residual").budget()
     assert abs(budget["params"] - PAPER_WRN40_2_PARAMS) <= 0.2 * PAPER_WRN40_2_PARAMS, budget
     assert abs(budget["macs"] - PAPER_WRN40_2_MACS) <= 0.2 * PAPER_WRN40_2_MACS, budget
     assert budget["flops"] == 2 * budget["macs"]
@@ -443,16 +465,20 @@ def test_budget_of_every_zoo_teacher():
 
 def test_budget_ignores_the_head_and_adds_up_over_positions():
     budgets = [
-        DualPathTeacher(create_model("wrn_40_2", num_classes=k), head_init=h).budget()
+        DualPathTeacher(
+            create_model("wrn_40_2", num_classes=k), head_init=h, fusion="residual"
+        ).budget()
         for k, h in ((10, "random"), (100, "copy"), (1000, "random"))
     ]
     assert budgets[0] == budgets[1] == budgets[2]
-    dual = DualPathTeacher(create_model("wrn_40_2", num_classes=1000))
+    dual = DualPathTeacher(create_model("wrn_40_2", num_classes=1000), fusion="residual")
     assert budgets[0]["params"] == sum(
         p.numel() for m in (dual.prompts, dual.fusions) for p in m.parameters()
     )
     assert count_params(dual.new_head) > 1000 * 128  # the head is big, and not in the budget
-    single = [DualPathTeacher(create_model("wrn_40_2"), i).budget() for i in (1, 2, 3)]
+    single = [
+        DualPathTeacher(create_model("wrn_40_2"), i, fusion="residual").budget() for i in (1, 2, 3)
+    ]
     for key in ("params", "macs", "flops"):
         assert sum(b[key] for b in single) == budgets[0][key]
     # the budget runs in eval mode and leaves the mode and the BN statistics as they were
@@ -474,7 +500,7 @@ def test_budget_ignores_the_head_and_adds_up_over_positions():
     ],
 )
 def test_budget_follows_r1_r2_kernels_and_fusion(kw):
-    budget = DualPathTeacher(create_model("wrn_40_2"), **kw).budget()
+    budget = DualPathTeacher(create_model("wrn_40_2"), **{"fusion": "residual", **kw}).budget()
     assert (budget["params"], budget["macs"]) == hand_budget(WRN_40_2_SHAPES, **kw)
 
 
@@ -485,7 +511,9 @@ def small_distiller(method: str, **hp):
     torch.manual_seed(3)
     teacher = create_model("resnet14", num_classes=10, in_chans=1)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    return create(method, student=student, teacher=teacher, context=SMALL_RUN, **hp)
+    return create(
+        method, student=student, teacher=teacher, context=SMALL_RUN, **{"fusion": "residual", **hp}
+    )
 
 
 def small_batch(batch: int = 16):
@@ -677,7 +705,7 @@ class TinyCNN(nn.Module):
 
 def test_a_teacher_without_stage_spec_is_a_clear_error():
     for build in (
-        lambda t: DualPathTeacher(t),
+        lambda t: DualPathTeacher(t, fusion="residual"),
         lambda t: create("dfpt_kd", student=TinyCNN(), teacher=t, context=SMALL_RUN),
         lambda t: create("dfpt_kdt", student=TinyCNN(), teacher=t, context=SMALL_RUN),
     ):
@@ -691,7 +719,9 @@ def test_a_teacher_without_stage_spec_is_a_clear_error():
 def test_a_spec_can_be_passed_to_the_dual_path_teacher():
     teacher = TinyCNN(with_spec=False).eval()
     spec = TinyCNN().stage_spec
-    dual = DualPathTeacher(teacher, spec=spec, head_init="copy", input_size=SMALL).eval()
+    dual = DualPathTeacher(
+        teacher, spec=spec, head_init="copy", input_size=SMALL, fusion="residual"
+    ).eval()
     x = torch.randn(3, *SMALL)
     with torch.no_grad():
         assert torch.equal(dual(x).prompt, teacher(x))
@@ -701,7 +731,9 @@ def test_a_spec_can_be_passed_to_the_dual_path_teacher():
 def test_a_spec_can_be_passed_through_the_methods(method):
     teacher = TinyCNN(with_spec=False)
     spec = TinyCNN().stage_spec
-    d = create(method, student=TinyCNN(), teacher=teacher, spec=spec, context=SMALL_RUN)
+    d = create(
+        method, student=TinyCNN(), teacher=teacher, spec=spec, context=SMALL_RUN, fusion="residual"
+    )
     assert d.dual.positions == (1, 2)
     x, y = small_batch(4)
     _, losses = d(x, y)
@@ -716,7 +748,14 @@ def test_a_user_model_with_a_spec_works_end_to_end(method):
     with torch.no_grad():
         before = teacher(x)
     state = copy.deepcopy(teacher.state_dict())
-    d = create(method, student=student, teacher=teacher, context=SMALL_RUN, head_init="copy")
+    d = create(
+        method,
+        student=student,
+        teacher=teacher,
+        context=SMALL_RUN,
+        head_init="copy",
+        fusion="residual",
+    )
     assert d.dual.positions == (1, 2)
     budget = d.dual.budget()
     assert (budget["params"], budget["macs"]) == hand_budget([(16, 16, 16), (24, 8, 8)])
@@ -764,7 +803,7 @@ NUM_STAGES = 3  # wrn_16_1
 def test_invalid_hyperparameters_name_the_allowed_values(kw, words):
     teacher = zoo_teacher("wrn_16_1")
     for build in (
-        lambda: DualPathTeacher(teacher, **kw),
+        lambda: DualPathTeacher(teacher, **{"fusion": "residual", **kw}),
         lambda: create("dfpt_kd", student=create_model("resnet8", 10), teacher=teacher, **kw),
     ):
         with pytest.raises(ValueError) as err:
@@ -775,7 +814,7 @@ def test_invalid_hyperparameters_name_the_allowed_values(kw, words):
 @pytest.mark.parametrize("positions", [True, [1.0], [1, 2.0]])
 def test_non_integer_positions_are_rejected(positions):
     with pytest.raises(ValueError, match="distinct stage boundaries from"):
-        DualPathTeacher(zoo_teacher("wrn_16_1"), positions)
+        DualPathTeacher(zoo_teacher("wrn_16_1"), positions, fusion="residual")
 
 
 def test_block_level_validation():
@@ -920,7 +959,7 @@ def kd_run(fmnist, teacher):
     reference = predict(original, xt)
     torch.manual_seed(0)
     student = load_network("resnet8", str(shipped_checkpoint("resnet8")), 10, 1, "student")
-    d = create("dfpt_kd", student=student, teacher=original, context=RUN)
+    d = create("dfpt_kd", student=student, teacher=original, context=RUN, fusion="residual")
     start = eval_logits(d, xt)
     history = sgd_steps(d, batches(x, y, seed=2), DFPT_STEPS)
     end = eval_logits(d, xt)
@@ -978,7 +1017,7 @@ def test_dfpt_kdt_original_path_is_bit_identical_under_the_trainer(fmnist, teach
     reference = predict(original, xt)
     torch.manual_seed(0)
     student = create_model("resnet8", num_classes=10, in_chans=1)
-    d = create("dfpt_kdt", student=student, teacher=original, context=RUN)
+    d = create("dfpt_kdt", student=student, teacher=original, context=RUN, fusion="residual")
     backbone = {k: v.clone() for k, v in d.dual.backbone.state_dict().items()}
     cfg = make_config(
         dict(
@@ -1086,7 +1125,13 @@ def test_path_probe_records_without_changing_the_run(fmnist, teacher, tmp_path):
     for probed in (True, False):
         torch.manual_seed(0)
         student = create_model("resnet8", num_classes=10, in_chans=1)
-        d = create("dfpt_kd", student=student, teacher=copy.deepcopy(teacher), context=RUN)
+        d = create(
+            "dfpt_kd",
+            student=student,
+            teacher=copy.deepcopy(teacher),
+            context=RUN,
+            fusion="residual",
+        )
         probe = PathProbe(x[:64], y[:64], every=3)
         run_dir = tmp_path / ("probed" if probed else "plain")
         trainer = Trainer(

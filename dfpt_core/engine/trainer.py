@@ -246,6 +246,7 @@ class Trainer:
             "amp": self.cfg.amp,
             "versions": versions(),
             "hparams": dict(self.cfg.method_args),
+            "hparams_resolved": self.distiller.hparams_record(),
         }
 
     # --- the loop -------------------------------------------------------------------------

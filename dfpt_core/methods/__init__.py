@@ -6,7 +6,14 @@ declares the networks it `requires`, its `Hparams` dataclass, and receives a `Ru
 
 from . import ce, kd, dkd, fitnet, takd, dgkd, eskd, rco, dfpt  # noqa: F401, I001  (registers, in order)
 from .base import DEFAULT_CONTEXT, Distiller, RunContext, freeze
-from .registry import create, hyperparameters, list_methods, method_class, register
+from .registry import (
+    create,
+    hyperparameters,
+    list_methods,
+    method_class,
+    register,
+    resolved_hparams,
+)
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -15,6 +22,7 @@ __all__ = [
     "create",
     "freeze",
     "hyperparameters",
+    "resolved_hparams",
     "list_methods",
     "method_class",
     "register",

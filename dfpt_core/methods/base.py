@@ -14,6 +14,8 @@ A method declares what it needs instead of leaving it to be read from its constr
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from .shared_outputs import active_store
+
+
+def hparams_record(hp) -> dict:
+    """A method's hyperparameters (an Hparams dataclass, defaults included) as plain JSON values,
+    the form a run's metrics.json keeps and the run cache compares."""
+    return json.loads(json.dumps(dataclasses.asdict(hp), default=str))
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -116,6 +124,10 @@ class Distiller(nn.Module):
         if "teacher" not in self.teachers:
             raise AttributeError(f"{type(self).__name__} has no teacher")
         return self.teachers["teacher"]
+
+    def hparams_record(self) -> dict:
+        """This run's hyperparameters, defaults included (`hparams_record`)."""
+        return hparams_record(self.hp)
 
     @property
     def metric_temperature(self) -> float:

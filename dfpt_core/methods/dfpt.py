@@ -12,12 +12,13 @@ One backward pass of the summed losses updates every part from its own objective
 Easy to hard (the paper, as summarised in the project's source): "the prompt path starts out
 close to the student and gradually grows more demanding"; in its Fig. 3 the prompt path's
 training accuracy improved only with both supervisions active. How the path starts depends on
-the fusion variant and initialisation (`prompt.py`): with this project's identity start
-("residual" + "zero") it starts as the teacher, with the literal reading ("concat" + "standard")
-it starts away from it. The trainer records per epoch the prompt path's top-1, true-class
-confidence, agreement with and KL to the student and the teacher (`engine.metrics.evaluate`);
-`engine.probe.PathProbe` records them every N steps. `prompt_teacher_warmup` (epochs; 0 = off,
-this project's default) ramps the teacher's pull on the prompt path linearly from 0 (this
+the fusion variant and initialisation (`prompt.py`): with the literal reading ("concat" +
+"standard", the default, chosen by measurement there) it starts away from the teacher and
+climbs; with this project's identity start ("residual" + "zero") it starts as the teacher.
+The trainer records per epoch the prompt path's top-1, true-class confidence, agreement with
+and KL to the student and the teacher (`engine.metrics.evaluate`); `engine.probe.PathProbe`
+records them every N steps. `prompt_teacher_warmup` (epochs; 0 = off, this project's default)
+ramps the teacher's pull on the prompt path linearly from 0 (this
 project's optional curriculum; the summary does not mention one).
 
 Learning rates (this project's choice; the summary only says the KDt backbone fine-tunes "with a
@@ -85,8 +86,8 @@ class DFPTBase(Distiller):
         r1: float = 4
         r2: float = 0.25
         kernels: Sequence[int] = (3, 5, 7)
-        fusion: str = "residual"
-        prompt_init: str = "zero"
+        fusion: str = "concat"
+        prompt_init: str | None = None  # None: the fusion's own (prompt.FUSION_INIT)
         head_init: str = "random"
         prompt_lr: float = 0.05
         backbone_lr: float = 0.005

@@ -7,7 +7,7 @@ import dataclasses
 
 from torch import nn
 
-from .base import DEFAULT_CONTEXT, Distiller, RunContext
+from .base import DEFAULT_CONTEXT, Distiller, RunContext, hparams_record
 
 _METHODS: dict[str, type[Distiller]] = {}
 
@@ -41,6 +41,15 @@ def method_class(name: str) -> type[Distiller]:
 def hyperparameters(name: str) -> dict[str, object]:
     """The method's hyperparameters and their defaults: the fields of its `Hparams`."""
     return {f.name: f.default for f in dataclasses.fields(method_class(name).Hparams)}
+
+
+def resolved_hparams(name: str, method_args: dict) -> dict:
+    """The hyperparameters a run of method `name` with `method_args` trains with, its defaults
+    included, as `base.hparams_record` writes them."""
+    valid = hyperparameters(name)
+    return hparams_record(
+        method_class(name).Hparams(**{k: v for k, v in method_args.items() if k in valid})
+    )
 
 
 def create(

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..engine.records import RunInUseError, wait_for_run
+from ..methods import resolved_hparams
 from ..run.config import TrainConfig, make_config
 from .checkout import SHIPPED_DIR
 from .viz import Dashboard, is_live
@@ -98,8 +99,9 @@ def cached_run(
         finished = load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
         if finished is not None:
             return finished
-        resume = (run_dir / "checkpoints" / "last.pt").is_file() and not selected_on_test(
-            _read_json(run_dir / "metrics.json")
+        record = _read_json(run_dir / "metrics.json")
+        resume = (run_dir / "checkpoints" / "last.pt").is_file() and not (
+            record and stale_reason(record, cfg)
         )
         dashboard = Dashboard(live=live, title=f"{cfg.name}: {cfg.method}", display=live)
         try:
@@ -120,20 +122,16 @@ def cached_run(
 def load_finished(cfg: TrainConfig, run_dir: Path, shipped: bool = False) -> RunResult | None:
     """The finished run in `run_dir` (all of cfg.epochs done), or None. A damaged record
     (unreadable metrics.json or history.csv) counts as missing, with a warning saying so, and so
-    does a cached record written before epochs were selected on validation or last (its `best`
-    was the best test epoch); the shipped teachers' records are kept as they are."""
+    does a stale one (`stale_reason`); the shipped teachers' records are kept as they are."""
     if not (run_dir / "metrics.json").is_file():
         return None
     try:
         record = json.loads((run_dir / "metrics.json").read_text())
         if record["epochs_completed"] != cfg.epochs:
             return None
-        if not shipped and selected_on_test(record):
-            warnings.warn(
-                f"{run_dir} was recorded before runs selected their epoch on validation or "
-                "last (its best epoch was chosen on the test set): the run trains again",
-                stacklevel=3,
-            )
+        reason = None if shipped else stale_reason(record, cfg)
+        if reason:
+            warnings.warn(f"{run_dir}: {reason}; the run trains again", stacklevel=3)
             return None
         history = load_history(run_dir)
         if len(history) != cfg.epochs:
@@ -147,10 +145,25 @@ def load_finished(cfg: TrainConfig, run_dir: Path, shipped: bool = False) -> Run
         return None
 
 
-def selected_on_test(record: dict | None) -> bool:
-    """Whether a metrics.json record predates epoch selection on validation or last (no
-    "selection" key): its `best` and best.pt are the best test epoch."""
-    return record is not None and "selection" not in record
+def stale_reason(record: dict, cfg: TrainConfig) -> str | None:
+    """Why a cached run's metrics.json no longer stands for `cfg` (None: it does). The cache key
+    counts only the values a run sets (`config_key`), so two things can change under it: how the
+    epoch is chosen (records before validation or last-epoch selection chose it on the test set)
+    and a method's defaults (the record keeps the hyperparameters it ran with, defaults included,
+    `resolved_hparams`)."""
+    if "selection" not in record:
+        return (
+            "recorded before runs selected their epoch on validation or last (its best epoch "
+            "was chosen on the test set)"
+        )
+    then, now = record.get("hparams_resolved"), resolved_hparams(cfg.method, cfg.method_args)
+    if then != now:
+        changed = sorted(k for k in {*(then or {}), *now} if (then or {}).get(k) != now.get(k))
+        return (
+            "the method's hyperparameters (its defaults included) have changed since: "
+            + ", ".join(changed)
+        )
+    return None
 
 
 def _read_json(path: Path) -> dict | None:

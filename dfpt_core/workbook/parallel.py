@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -23,10 +26,18 @@ def slots(jobs: int, devices: Sequence[str] | None) -> list[dict[str, str]]:
     return [{"OMP_NUM_THREADS": str(threads)} for _ in range(jobs)]
 
 
-def _claim_slot(queue) -> None:
+def _claim_slot(queue, parent: int) -> None:
     """Worker initialiser: take one slot's environment before anything imports torch (the
-    kernels papermill starts inherit it)."""
+    kernels papermill starts inherit it), and stop as on SIGTERM if the parent dies (a run then
+    saves its checkpoint; without this, a killed parent leaves its workers training)."""
     os.environ.update(queue.get())
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_parallel(
@@ -40,7 +51,9 @@ def run_parallel(
     queue = context.Queue()
     for env in slots(jobs, devices):
         queue.put(env)
-    with ProcessPoolExecutor(jobs, context, initializer=_claim_slot, initargs=(queue,)) as pool:
+    with ProcessPoolExecutor(
+        jobs, context, initializer=_claim_slot, initargs=(queue, os.getpid())
+    ) as pool:
         futures = {pool.submit(fn, *task): task for task in tasks}
         for future in as_completed(futures):
             error = future.exception()
