@@ -33,15 +33,18 @@ Cost of all prompt + fusion blocks (`DualPathTeacher.budget`, 100 classes, 32x32
 r2=0.25, kernels 3/5/7; M parameters / M multiply-adds), against the paper's Table VII for
 WRN-40-2 (0.03 M parameters, 5.87 M FLOPs):
 
-    teacher (params)      residual          grouped           concat
-    wrn_40_2 (2.26 M)      0.035 /   5.06     0.017 /   2.83     0.057 /   8.21
-    resnet56 (0.86 M)      0.009 /   1.34     0.006 /   1.01     0.015 /   2.13
-    resnet32x4 (7.43 M)    0.139 /  20.04     0.060 /   9.29     0.225 /  32.62
-    vgg13 (9.46 M)         0.974 /  26.77     0.390 /  11.04     1.580 /  43.55
-    ResNet50 (23.71 M)     8.917 / 428.72     3.408 / 168.15    14.487 / 697.16
-    ShuffleV1 (0.95 M)     1.940 /  70.71     0.758 /  28.20     3.150 / 114.95
+    teacher (params)      concat (default)  residual          grouped
+    wrn_40_2 (2.26 M)      0.057 /   8.21     0.035 /   5.06     0.017 /   2.83
+    resnet56 (0.86 M)      0.015 /   2.13     0.009 /   1.34     0.006 /   1.01
+    resnet32x4 (7.43 M)    0.225 /  32.62     0.139 /  20.04     0.060 /   9.29
+    vgg13 (9.46 M)         1.580 /  43.55     0.974 /  26.77     0.390 /  11.04
+    ResNet50 (23.71 M)    14.487 / 697.16     8.917 / 428.72     3.408 / 168.15
+    ShuffleV1 (0.95 M)     3.150 / 114.95     1.940 /  70.71     0.758 /  28.20
 
-The grouped fusion removes the fusion's C^2 term; on wide teachers what remains is the prompt
+The default's fusion conv over [x; P] has 2 C^2 weights per boundary (the residual form C^2),
+so on WRN-40-2 the literal reading costs more than Table VII's figure (0.057 M parameters and
+8.21 M MACs against 0.03 M and 5.87 M FLOPs); the grouped fusion is the variant near it. It
+removes the fusion's C^2 term; on wide teachers what remains is the prompt
 blocks' own 1x1 down and up convs (2 C^2 / r1), so the blocks stay costly there whatever the
 fusion (ShuffleV1: more than the network itself). `python -m dfpt_core.prompt` prints the table
 (tests/test_prompt.py checks each figure against a count by hand).
@@ -351,8 +354,9 @@ class DualPathTeacher(nn.Module):
 def budget_table(names: Sequence[str] = BUDGET_TEACHERS, num_classes: int = 100) -> str:
     """The table of the module docstring: each teacher's size and the blocks' budget (M
     parameters / M multiply-adds) per fusion variant."""
-    fusions = ("residual", "grouped", "concat")
-    lines = ["teacher (params)      " + "".join(f"{f:18s}" for f in fusions).rstrip()]
+    fusions = ("concat", "residual", "grouped")
+    header = "".join(f"{f + (' (default)' if f == 'concat' else ''):18s}" for f in fusions)
+    lines = ["teacher (params)      " + header.rstrip()]
     for name in names:
         teacher = create_model(name, num_classes=num_classes)
         cells = []

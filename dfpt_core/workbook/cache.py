@@ -157,8 +157,10 @@ def stale_reason(record: dict, cfg: TrainConfig) -> str | None:
             "was chosen on the test set)"
         )
     then, now = record.get("hparams_resolved"), resolved_hparams(cfg.method, cfg.method_args)
+    if then is None:
+        return "recorded without the hyperparameters it ran with (its method's defaults then)"
     if then != now:
-        changed = sorted(k for k in {*(then or {}), *now} if (then or {}).get(k) != now.get(k))
+        changed = sorted(k for k in {*then, *now} if then.get(k) != now.get(k))
         return (
             "the method's hyperparameters (its defaults included) have changed since: "
             + ", ".join(changed)
