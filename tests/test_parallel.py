@@ -26,6 +26,19 @@ def worker_view(task: int) -> tuple[int, str, str]:
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("OMP_NUM_THREADS")
 
 
+def worker_threads(task: int) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_cpu_workers_share_the_cores_even_when_torch_came_first():
+    """This module imports dfpt_core (and with it torch) in every spawned worker before the
+    worker takes its slot: the slot's thread count must still reach torch."""
+    threads = dict(run_parallel(worker_threads, [(0,), (1,)], jobs=2))
+    assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}
+
+
 def test_run_parallel_pins_each_worker_and_returns_every_result():
     results = dict(run_parallel(worker_view, [(t,) for t in range(6)], jobs=2, devices=["4", "6"]))
     assert sorted(results) == [(t,) for t in range(6)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,17 +28,25 @@ def slots(jobs: int, devices: Sequence[str] | None) -> list[dict[str, str]]:
 
 
 def _claim_slot(queue, parent: int) -> None:
-    """Worker initialiser: take one slot's environment before anything imports torch (the
-    kernels papermill starts inherit it), and stop as on SIGTERM if the parent dies (a run then
+    """Worker initialiser: take one slot's environment (the kernels papermill starts inherit it;
+    torch, when the task's module imported it already, gets the slot's thread count), and stop as on SIGTERM if the parent dies (a run then
     saves its checkpoint; without this, a killed parent leaves its workers training)."""
-    os.environ.update(queue.get())
+    slot = queue.get()
+    os.environ.update(slot)
+    if "OMP_NUM_THREADS" in slot and "torch" in sys.modules:  # imported with the task's module
+        sys.modules["torch"].set_num_threads(int(slot["OMP_NUM_THREADS"]))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def _watch_parent(parent: int) -> None:
+    """Once the parent is gone, SIGTERM this worker every 2 s until it ends: a run in progress
+    stops at its next step with a checkpoint, and the tasks already queued to the worker are
+    refused the same way instead of training orphaned."""
     while os.getppid() == parent:
         time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGTERM)
+    while True:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2.0)
 
 
 def run_parallel(
