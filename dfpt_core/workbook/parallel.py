@@ -29,8 +29,8 @@ def slots(jobs: int, devices: Sequence[str] | None) -> list[dict[str, str]]:
 
 def _claim_slot(queue, parent: int) -> None:
     """Worker initialiser: take one slot's environment (the kernels papermill starts inherit it;
-    torch, when the task's module imported it already, gets the slot's thread count), and stop as on SIGTERM if the parent dies (a run then
-    saves its checkpoint; without this, a killed parent leaves its workers training)."""
+    torch, when the task's module imported it already, gets the slot's thread count), and stop
+    as on SIGTERM if the parent dies (`_watch_parent`)."""
     slot = queue.get()
     os.environ.update(slot)
     if "OMP_NUM_THREADS" in slot and "torch" in sys.modules:  # imported with the task's module
