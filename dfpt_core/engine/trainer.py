@@ -243,6 +243,9 @@ class Trainer:
             "device": str(self.device),
             "device_name": device_name(self.device),
             "world_size": self.dist.world_size,
+            # the floating-point result of a CPU step depends on it (a resumed run is bit-equal
+            # to an uninterrupted one only on the same thread count)
+            "threads": torch.get_num_threads(),
             "amp": self.cfg.amp,
             "versions": versions(),
             "hparams": dict(self.cfg.method_args),
