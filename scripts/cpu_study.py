@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import statistics
 from pathlib import Path
@@ -26,11 +25,10 @@ import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.engine.trainer import NonFiniteLossError
 from dfpt_core.methods.dkd import dkd_recipe
-from dfpt_core.methods.shared_outputs import share_in_this_process
-from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.cache import shipped_manifest
-from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.checkout import REPO_ROOT
 from dfpt_core.workbook.parallel import run_parallel
+from dfpt_core.workbook.study import study_setup
 
 SEEDS = (0, 1, 2)
 METHODS = ("ce", "kd", "dkd", "fitnet", "takd", "dgkd", "dfpt_kd", "dfpt_kdt")
@@ -93,17 +91,8 @@ def train_seed(params: dict, seed: int, teacher: nb.Teacher, cache: Path) -> dic
     return records
 
 
-@functools.cache
 def context(scale: str) -> tuple[dict, nb.Teacher, Path]:
-    """The scale's preset, its teacher and the study's run cache (once per process)."""
-    params = load_params(scale)
-    nb.setup(seed=params["seed"], live=False)
-    share_in_this_process()  # runs of one seed see the same batches; all see the same test set
-    cache = runs_dir() / "cpu-study"
-    teacher = nb.teacher(
-        params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
-    )
-    return params, teacher, cache
+    return study_setup(scale, "cpu-study")
 
 
 def train_one_seed(scale: str, seed: int) -> dict[str, dict]:

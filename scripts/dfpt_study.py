@@ -26,24 +26,20 @@ collects.
 from __future__ import annotations
 
 import argparse
-import datetime
-import functools
 import json
 import statistics
 from pathlib import Path
 
 import torch
 
-import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.data import fixed_batch
 from dfpt_core.engine.probe import PROBE_FILE, PathProbe
 from dfpt_core.engine.trainer import NonFiniteLossError
-from dfpt_core.methods.shared_outputs import share_in_this_process
-from dfpt_core.workbook.book import load_params
-from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.checkout import REPO_ROOT
 from dfpt_core.workbook.parallel import run_parallel
 from dfpt_core.workbook.stats import describe, paired_difference
+from dfpt_core.workbook.study import study_setup, write_study
 
 SEEDS = (0, 1, 2, 3, 4)
 SECONDARY_SEEDS = (0, 1)
@@ -184,17 +180,8 @@ def summary(runs: dict, epoch: str = "selected") -> dict:
     return out
 
 
-@functools.cache
 def context() -> tuple[dict, nb.Teacher, Path]:
-    """The cpu preset, the shipped teacher and the study's run cache (once per process)."""
-    params = load_params("cpu")
-    nb.setup(seed=params["seed"], live=False)
-    share_in_this_process()  # runs of one seed see the same batches; all see the same test set
-    cache = runs_dir() / "dfpt-study"
-    teacher = nb.teacher(
-        params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
-    )
-    return params, teacher, cache
+    return study_setup("cpu", "dfpt-study")
 
 
 def train_one(name: str, seed: int) -> dict:
@@ -246,12 +233,8 @@ def main() -> None:
         **result,
         "last_epoch": summary(runs, "last"),
         "per_seed": runs,
-        "dfpt_core": dfpt_core.__version__,
-        "torch": torch.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write_study(args.out, record)
     for name, row in result["runs"].items():
         top1, n = row["student_top1"], len(row["seeds"])
         print(

@@ -14,39 +14,26 @@ honest number, the seconds depend on the machine).
 from __future__ import annotations
 
 import argparse
-import datetime
-import functools
 import json
 import statistics
 from pathlib import Path
 
 import torch
 
-import dfpt_core
 import dfpt_core.workbook as nb
 from dfpt_core.engine.runtime import native_bf16
-from dfpt_core.methods.shared_outputs import share_in_this_process
-from dfpt_core.workbook.book import load_params
-from dfpt_core.workbook.checkout import REPO_ROOT, runs_dir
+from dfpt_core.workbook.checkout import REPO_ROOT
 from dfpt_core.workbook.parallel import run_parallel
 from dfpt_core.workbook.stats import describe, paired_difference
+from dfpt_core.workbook.study import study_setup, write_study
 
 SEEDS = (0, 1, 2, 3, 4)
 METHODS = ("kd", "dfpt_kd")
 PRECISIONS = ("none", "bf16")  # TrainConfig.amp
 
 
-@functools.cache
 def context() -> tuple[dict, nb.Teacher, Path]:
-    """The cpu preset, the shipped teacher and the study's run cache (once per process)."""
-    params = load_params("cpu")
-    nb.setup(seed=params["seed"], live=False)
-    share_in_this_process()
-    cache = runs_dir() / "precision-study"
-    teacher = nb.teacher(
-        params["teacher"], cache, nb.preset_common(params), params["teacher_epochs"]
-    )
-    return params, teacher, cache
+    return study_setup("cpu", "precision-study")
 
 
 def train_one(method: str, amp: str, seed: int) -> dict:
@@ -104,12 +91,8 @@ def main() -> None:
         "threads_per_run": torch.get_num_threads(),
         "methods": result,
         "runs": runs,
-        "dfpt_core": dfpt_core.__version__,
-        "torch": torch.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write_study(args.out, record)
     print(f"written: {args.out}")
 
 
