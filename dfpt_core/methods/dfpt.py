@@ -31,11 +31,12 @@ Controls as hyperparameters: the student learns from the original path only
 total distillation weight of 1.8; KD's matched control is `kd` with `kd_weight=1.8`).
 
 Measured at cpu scale (scripts/dfpt_study.py, results/dfpt_study.json; resnet20 -> resnet8,
-5 paired seeds, last epoch, 95 % CIs): DFPT-KD - KD at the matched weight -0.20 points (-1.76
-to +1.36, not shown); DFPT-KDt - DFPT-KD +1.68 (+0.58 to +2.78, shown); DFPT-KD - KD trained
-twice as long (less wall-clock time than DFPT-KD) -4.71 (-6.15 to -3.27): at 4 epochs more epochs
-buy more than the prompt path. The student learning from the prompt path only: -2.86 (-5.75 to
-+0.04) against both paths.
+5 paired seeds, the epoch chosen on a validation split, 95 % CIs): DFPT-KD - KD at the matched
+weight -0.54 points (-2.45 to +1.37, not shown); DFPT-KDt - DFPT-KD +1.03 (-0.25 to +2.31, not
+shown); DFPT-KD - KD trained twice as long (about the same training time as DFPT-KD) -5.63
+(-6.68 to -4.57): at 4 epochs more epochs buy more than the prompt path. The student learning
+from the prompt path only: -4.58 (-6.01 to -3.16) against both paths; from the original path
+only it is exactly KD.
 """
 
 from __future__ import annotations
