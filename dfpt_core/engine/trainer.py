@@ -110,7 +110,7 @@ class Trainer:
     `fit()` runs the remaining epochs (resuming from `run_dir/checkpoints/last.pt` when
     `resume=True`) and returns the final metrics; `history` holds one record per epoch, scored on
     `test_loader` and, given a `val_loader`, also on the validation split (`val_` keys).
-    `best` (and checkpoints/best.pt) is the selected epoch (`SELECTION`): the highest
+    `best` (and checkpoints/best.pt) is the selected epoch (`selection`): the highest
     validation top-1 with a `val_loader`, else the last epoch; never chosen on the test set.
     """
 

@@ -43,13 +43,16 @@ def hyperparameters(name: str) -> dict[str, object]:
     return {f.name: f.default for f in dataclasses.fields(method_class(name).Hparams)}
 
 
+def make_hparams(name: str, values: dict):
+    """Method `name`'s Hparams from those of `values` that are its hyperparameters."""
+    valid = hyperparameters(name)
+    return method_class(name).Hparams(**{k: v for k, v in values.items() if k in valid})
+
+
 def resolved_hparams(name: str, method_args: dict) -> dict:
     """The hyperparameters a run of method `name` with `method_args` trains with, its defaults
     included, as `base.hparams_record` writes them."""
-    valid = hyperparameters(name)
-    return hparams_record(
-        method_class(name).Hparams(**{k: v for k, v in method_args.items() if k in valid})
-    )
+    return hparams_record(make_hparams(name, method_args))
 
 
 def create(
@@ -87,7 +90,7 @@ def create(
         networks = {}
     networks.update({r: kwargs.get(r) for r in roles})  # the method checks what it is given
     options = {k: kwargs[k] for k in cls.optional if k in kwargs}
-    hp = cls.Hparams(**{k: v for k, v in kwargs.items() if k in valid})
+    hp = make_hparams(name, kwargs)
     context = DEFAULT_CONTEXT if context is None else context
     if not isinstance(context, RunContext):
         raise TypeError(f"context must be a RunContext, got {type(context).__name__}")
