@@ -180,7 +180,13 @@ def cmd_book(args: argparse.Namespace) -> int:
         return 0
     # prints its own progress and report
     workbook_book().run_book(
-        args.scale, only=args.only, in_place=args.in_place, jobs=args.jobs, devices=args.devices
+        args.scale,
+        only=args.only,
+        in_place=args.in_place,
+        jobs=args.jobs,
+        devices=args.devices,
+        retrain=args.retrain,
+        run_jobs=args.run_jobs,
     )
     return 0
 
@@ -265,7 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument(
         "--in-place",
         action="store_true",
-        help="overwrite the committed notebooks (regenerates their outputs)",
+        help="overwrite the committed notebooks whose default scale is --scale (regenerates "
+        "their outputs: at cpu scale, replayed from the shipped runs)",
+    )
+    book.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every run again, shipped ones included, into runs/book-<scale>/cache-retrain/",
+    )
+    book.add_argument(
+        "--run-jobs",
+        type=int,
+        metavar="N",
+        help="runs of one notebook's grid trained at once (the notebooks' `jobs` parameter)",
     )
     book.add_argument(
         "--jobs",

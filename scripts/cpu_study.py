@@ -1,7 +1,7 @@
 """The `cpu`-scale study: every method on the book's cpu pair, three seeds, one results table.
 
 The pair, data and schedule are the book's `cpu` scale (`load_params("cpu")`): the shipped
-teacher (data/teachers/cpu/, see scripts/ship_cpu_teachers.py) distilled into the student on
+teacher (data/runs/cpu/, see scripts/ship_cpu_runs.py) distilled into the student on
 real Fashion-MNIST, each run scored on the full test set (10,000 images). Every method runs with
 seeds 0, 1, 2 (data order, augmentation, subset, initialisation); the teacher is the same for all.
 Runs are cached under runs/cpu-study/ (an interrupted study resumes where it stopped); `--jobs N`

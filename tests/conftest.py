@@ -146,8 +146,7 @@ def fmnist_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fmnist_tensors(fmnist_root):
     """Real Fashion-MNIST as the trainer sees it at test time, in memory: (train images, train
-    targets, test images, test targets), 2048 / 1000 class-stratified images (the 1000 are the
-    test subset the shipped teachers' manifest accuracies were measured on), 1 x 32 x 32,
+    targets, test images, test targets), 2048 / 1000 class-stratified images, 1 x 32 x 32,
     normalised. Shared read-only."""
     mean, std = data.dataset_info("fashion_mnist").normalization(1)
     splits = []
@@ -179,12 +178,16 @@ def predict(model, images, batch_size: int = 128):
 
 
 def shipped_checkpoint(arch: str, epoch: int | None = None) -> Path:
-    """A checkpoint of the cpu teacher `arch` shipped in data/teachers/cpu (Fashion-MNIST,
+    """A checkpoint of the cpu teacher `arch` shipped in data/runs/cpu (Fashion-MNIST,
     1 x 32 x 32, 10 classes; its files checked against the manifest): best.pt, or the one its
     training kept after `epoch` (resnet20: 4, 8, 11 of 15)."""
     from dfpt_core.workbook.cache import shipped_manifest, shipped_run
 
-    names = [n for n, e in shipped_manifest()["runs"].items() if e["arch"] == arch]
+    names = [
+        n
+        for n, e in shipped_manifest()["runs"].items()
+        if e["arch"] == arch and e["role"] == "teacher"
+    ]
     assert len(names) == 1, f"one shipped {arch} expected, found {names}"
     return (
         shipped_run(names[0]) / "checkpoints" / ("best.pt" if epoch is None else f"epoch{epoch}.pt")
@@ -202,8 +205,8 @@ def load_shipped(arch: str, epoch: int | None = None) -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def shipped_teacher():
-    """The suite's trained teacher: the shipped cpu resnet20 (15 epochs on 5000 images, 90.2 %
-    on the 1000-image test subset), loaded once and frozen: `model` (best.pt), `route` (the
+    """The suite's trained teacher: the shipped cpu resnet20 (15 epochs on 5000 images; its
+    test accuracy in the manifest), loaded once and frozen: `model` (best.pt), `route` (the
     checkpoints its training kept after epochs 4, 8 and 11, frozen too: ESKD's early-stopped
     teacher, RCO's anchors), `arch`, `checkpoint` (the best.pt path, for configs) and `entry`
     (its manifest record). Never trained by a test: wrap it, or deep-copy it."""

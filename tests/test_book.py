@@ -1,11 +1,13 @@
 """The book's notebooks follow the rules of shared/NOTEBOOKS.md: a tagged parameters cell whose
-defaults are the smoke preset, the common parameters, the python3 kernel, committed outputs with
+defaults are the preset of the notebook's scale (cpu: the reader's book; smoke: not moved to it
+yet), the common parameters, the python3 kernel, committed outputs with
 execution counts, regression cells, and presets that cover every notebook parameter."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 
 import nbformat
@@ -18,6 +20,7 @@ from dfpt_core.run.recipes import recipe
 from dfpt_core.workbook.book import (
     FROM_RECIPE,
     SCALES,
+    default_scale,
     list_notebooks,
     load_params,
     run_book,
@@ -54,20 +57,21 @@ def test_notebook_structure(path):
     assert len(checks) >= 2 and all(c.outputs for c in checks)
     declared = pm.inspect_notebook(str(path))
     assert set(REQUIRED) <= set(declared)
-    assert declared["scale"]["default"] == '"smoke"'
+    assert default_scale(path) in ("cpu", "smoke")  # the reader's book, or not yet moved to it
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_presets_cover_the_notebook_and_smoke_is_its_default(path):
+def test_presets_cover_the_notebook_and_its_default_scale_is_its_defaults(path):
     declared = pm.inspect_notebook(str(path))
     presets = {scale: load_params(scale) for scale in SCALES}
+    own = default_scale(path)
     for name, info in declared.items():
         if name in ("scale", "out_dir", "cache_dir", "live", "results_root", "cpu_study"):
             continue  # set by the runner (or a path with a working default)
         for scale, values in presets.items():
             assert name in values, f"{name} missing from book/params/{scale}.yaml"
         default = None if info["default"] == "None" else ast.literal_eval(info["default"])
-        assert presets["smoke"][name] == default, f"{name}: smoke preset != notebook default"
+        assert presets[own][name] == default, f"{name}: {own} preset != notebook default"
 
 
 def test_presets_parse_and_differ_where_they_should():
@@ -95,7 +99,9 @@ def test_presets_take_the_training_settings_from_the_recipes():
         restated = set(own) & {*FROM_RECIPE, "teacher_checkpoint"}
         assert not restated, f"book/params/{scale}.yaml restates the recipe: {sorted(restated)}"
     smoke, cpu, full = (load_params(s) for s in SCALES)
-    assert (cpu["limit_train"], cpu["limit_test"], cpu["device"]) == (5000, 1000, "auto")
+    assert (cpu["limit_train"], cpu["limit_test"], cpu["device"]) == (5000, None, "auto")
+    assert (cpu["val_size"], cpu["amp"]) == (2000, "auto")
+    assert (smoke["val_size"], smoke["amp"]) == (500, "none")
     assert (cpu["teacher_epochs"], cpu["student_epochs"], cpu["in_chans"]) == (15, 4, 1)
     assert (smoke["limit_train"], smoke["limit_test"], smoke["device"]) == (1000, 500, "cpu")
     assert (smoke["teacher_epochs"], smoke["student_epochs"]) == (2, 2)
@@ -191,3 +197,35 @@ def test_run_book_in_parallel_shares_out_devices_and_runs_the_collector_last(tmp
     assert [r["status"] for r in record["runs"]] == ["ok"] * 4
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_book("smoke", out_root=runs, book_dir=book, jobs=0)
+
+
+def test_run_book_retrains_apart_and_regenerates_in_place_only_its_scale(tmp_path):
+    book = tmp_path / "book"
+    (book / "params").mkdir(parents=True)
+    for scale in ("cpu", "full"):
+        (book / "params" / f"{scale}.yaml").write_text("seed: 3\njobs: 1\n")
+    record = (
+        "import json, os\nfrom pathlib import Path\n"
+        "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "seen = {'cache_dir': cache_dir, 'jobs': jobs}\n"
+        "seen['ignore'] = os.getenv('DFPT_IGNORE_SHIPPED')\n"
+        "(Path(out_dir) / 'seen.json').write_text(json.dumps(seen))"
+    )
+    defaults = 'scale = "{}"\nout_dir = "out"\ncache_dir = "c"\nseed = 0\njobs = 1'
+    _notebook(book / "00_cpu.ipynb", record, defaults.format("cpu"))
+    _notebook(book / "01_smoke.ipynb", record, defaults.format("smoke"))
+    runs = tmp_path / "runs"
+    run_book("cpu", out_root=runs, book_dir=book, echo=print, retrain=True, run_jobs=2)
+    seen = json.loads((runs / "book-cpu" / "00_cpu" / "seen.json").read_text())
+    assert seen == {"cache_dir": str(runs / "book-cpu" / "cache-retrain"), "jobs": 2, "ignore": "1"}
+    os.environ.pop("DFPT_IGNORE_SHIPPED")
+    lines = []
+    run_book("cpu", out_root=runs, book_dir=book, echo=lines.append, in_place=True)
+    assert lines[0].startswith("dfpt book: 1 notebooks at cpu scale")  # 01 defaults to smoke
+    executed = nbformat.read(book / "00_cpu.ipynb", as_version=4)
+    assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
+    assert (book / "out" / "seen.json").is_file()  # its own defaults: nothing injected
+    with pytest.raises(ValueError, match="no chosen notebook defaults to scale 'full'"):
+        run_book("full", out_root=runs, book_dir=book, in_place=True, only=["00"])
+    with pytest.raises(ValueError, match="retrain without it"):
+        run_book("cpu", out_root=runs, book_dir=book, in_place=True, retrain=True)

@@ -530,7 +530,10 @@ def test_unknown_option_names_the_allowed_ones():
         create_model("tv_resnet18", width=2)
     assert "stem" in str(info.value)
     with pytest.raises(TypeError, match="stem") as info:
-        create_model("resnet8", stem="cifar")  # CIFAR zoo models take no options
+        create_model("resnet8", stem="cifar")  # CIFAR ResNets take a width, no stem
+    assert "width" in str(info.value)
+    with pytest.raises(TypeError, match="width") as info:
+        create_model("wrn_16_2", width=2)  # the other CIFAR zoo models take no options
     assert "none" in str(info.value)
 
 

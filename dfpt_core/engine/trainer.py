@@ -42,7 +42,7 @@ from .records import (
     remove_stale_temps,
     run_lock,
 )
-from .runtime import DistInfo, device_name, rng_state, set_rng_state, versions
+from .runtime import DistInfo, device_name, resolve_amp, rng_state, set_rng_state, versions
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -155,7 +155,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda e: lr_factor(cfg, e)
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.amp = resolve_amp(cfg.amp, self.device)  # "auto" read from the device once
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.history: list[dict] = []
         self.epoch, self.step = 0, 0  # next epoch to run, batches already done in it
         self.best: dict = {}
@@ -246,7 +247,7 @@ class Trainer:
             # the floating-point result of a CPU step depends on it (a resumed run is bit-equal
             # to an uninterrupted one only on the same thread count)
             "threads": torch.get_num_threads(),
-            "amp": self.cfg.amp,
+            "amp": self.amp,  # as run ("auto" resolved); the configured value is in config.yaml
             "versions": versions(),
             "hparams": dict(self.cfg.method_args),
             "hparams_resolved": self.distiller.hparams_record(),
@@ -366,7 +367,7 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         self.model.train()
         self.distiller.on_epoch_start(epoch)
-        autocast = autocast_context(self.device, cfg.amp)
+        autocast = autocast_context(self.device, self.amp)
         clip = self.distiller.clip_parameters() if cfg.clip_grad_norm else None
         bar = tqdm(
             total=len(self.train_loader),

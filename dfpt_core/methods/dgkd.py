@@ -99,9 +99,10 @@ class DGKD(KDFamily):
         return [i not in dropped for i in range(n)]
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        logits = self.student(images)
         kept = [name for name, k in zip(self.guide_names, self.sample_kept(), strict=True) if k]
-        terms = [kd_loss(logits, self.teacher_logits(images, g), self.temperature) for g in kept]
+        guides = [self.teacher_logits(images, g) for g in kept]
+        logits = self.student(images)
+        terms = [kd_loss(logits, guide, self.temperature) for guide in guides]
         kd = torch.stack(terms).sum() if self.kd_reduction == "sum" else torch.stack(terms).mean()
         self.last_kept = tuple(kept)
         return logits, {

@@ -114,8 +114,8 @@ class DKD(Distiller):
         return min((epoch + 1) / self.warmup, 1.0)
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        logits = self.student(images)
         teacher = self.teacher_logits(images)
+        logits = self.student(images)
         dkd = dkd_loss(logits, teacher, targets, self.alpha, self.beta, self.temperature)
         return logits, {
             "ce": self.ce_weight * F.cross_entropy(logits, targets),

@@ -64,11 +64,13 @@ class ESKD(KDFamily):
         return self.stop_epoch is None or epoch < self.stop_epoch
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
+        if not self.kd_active(epoch):
+            logits = self.student(images)
+            ce = self.ce_weight_after_stop * F.cross_entropy(logits, targets)
+            return logits, {"ce": ce, "kd": logits.new_zeros(())}
+        teacher = self.teacher_logits(images)
         logits = self.student(images)
         ce = F.cross_entropy(logits, targets)
-        if not self.kd_active(epoch):
-            return logits, {"ce": self.ce_weight_after_stop * ce, "kd": logits.new_zeros(())}
-        teacher = self.teacher_logits(images)
         return logits, {
             "ce": self.ce_weight * ce,
             "kd": self.kd_weight * kd_loss(logits, teacher, self.temperature),

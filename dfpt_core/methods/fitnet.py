@@ -114,9 +114,9 @@ class FitNet(Distiller):
         self.projections = nn.ModuleList(projections).to(p.device if p is not None else "cpu")
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        feats, logits = Stages(self.student).features(images)
         with torch.no_grad():
             teacher_feats = _features_upto(self.teacher, images, self.boundaries[-1])
+        feats, logits = Stages(self.student).features(images)
         student_hints = [
             proj(feats[b]) for proj, b in zip(self.projections, self.boundaries, strict=True)
         ]

@@ -67,8 +67,8 @@ class KD(KDFamily):
         super().__init__(student, {"teacher": teacher}, hp)
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
+        teacher = self.teacher_logits(images)  # frozen networks first (see Distiller.forward_train)
         logits = self.student(images)
-        teacher = self.teacher_logits(images)
         return logits, {
             "ce": self.ce_weight * F.cross_entropy(logits, targets),
             "kd": self.kd_weight * kd_loss(logits, teacher, self.temperature),

@@ -129,8 +129,8 @@ class RCO(KDFamily):
         self.epoch = epoch
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        logits = self.student(images)
         anchor = self.teacher_logits(images, self.anchor_name(epoch))
+        logits = self.student(images)
         return logits, {
             "ce": self.ce_weight * F.cross_entropy(logits, targets),
             "kd": self.kd_weight * kd_loss(logits, anchor, self.temperature),

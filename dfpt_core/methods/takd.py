@@ -74,8 +74,8 @@ class TAKD(KDFamily):
         return self.teachers[self.assistant_names[-1]]
 
     def forward_train(self, images: Tensor, targets: Tensor, epoch: int = 0):
-        logits = self.student(images)
         guide = self.teacher_logits(images, self.assistant_names[-1])
+        logits = self.student(images)
         return logits, {
             "ce": self.ce_weight * F.cross_entropy(logits, targets),
             "kd": self.kd_weight * kd_loss(logits, guide, self.temperature),

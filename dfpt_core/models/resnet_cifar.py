@@ -84,12 +84,20 @@ _SLIM = (16, 16, 32, 64)
 _X4 = (32, 64, 128, 256)
 
 
+def scaled_widths(widths: tuple[int, ...], width: float) -> tuple[int, ...]:
+    """Channel widths times `width` (rounded, at least 1): this project's knob for students of
+    the same depth and smaller or larger width; width 1 is the public definition."""
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return tuple(max(1, round(w * width)) for w in widths)
+
+
 def _make(name: str, depth: int, widths: tuple[int, int, int, int]):
     @register(name)
-    def build(num_classes: int = 100, in_chans: int = 3) -> ResNetCifar:
-        return ResNetCifar(depth, widths, num_classes, in_chans)
+    def build(num_classes: int = 100, in_chans: int = 3, width: float = 1.0) -> ResNetCifar:
+        return ResNetCifar(depth, scaled_widths(widths, width), num_classes, in_chans)
 
-    build.__doc__ = f"{name}: CIFAR ResNet, depth {depth}, widths {widths}."
+    build.__doc__ = f"{name}: CIFAR ResNet, depth {depth}, widths {widths} (times `width`)."
     return build
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..data import dataset_info, make_loader
 from ..engine.metrics import evaluate
-from ..engine.runtime import init_distributed, resolve_device, seed_everything
-from ..engine.trainer import Trainer
+from ..engine.runtime import init_distributed, resolve_amp, resolve_device, seed_everything
+from ..engine.trainer import Trainer, autocast_context
 from ..methods import RunContext, create, method_class
 from ..models import create_model
 from .config import TrainConfig
@@ -162,14 +164,28 @@ def evaluate_checkpoint(
     device: str = "auto",
     seed: int = 0,
     batch_size: int = 256,
+    amp: str = "none",
+    channels_last: bool = False,
     **model_args,
 ) -> dict:
     """Test metrics of one network (`student_top1`, `student_top5`, `student_pt`) from any
-    checkpoint spec `load_network` accepts."""
+    checkpoint spec `load_network` accepts; `amp` and `channels_last` as in a run's config, for
+    the numbers its Trainer recorded."""
     info = dataset_info(dataset)
     dev = resolve_device(device)
     model = load_network(arch, str(checkpoint), info.num_classes, in_chans, "model", **model_args)
     loader = make_loader(
-        dataset, False, batch_size, root=root, in_chans=in_chans, limit=limit, seed=seed, device=dev
+        dataset,
+        False,
+        batch_size,
+        root=root,
+        in_chans=in_chans,
+        limit=limit,
+        seed=seed,
+        device=dev,
+        channels_last=channels_last,
     )
-    return evaluate(create("ce", student=model.to(dev)), loader)
+    distiller = create("ce", student=model.to(dev))
+    if channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    return evaluate(distiller, loader, autocast=autocast_context(dev, resolve_amp(amp, dev)))

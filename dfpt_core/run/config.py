@@ -13,7 +13,8 @@ import yaml
 
 SCHEDULES = ("multistep", "cosine")
 NETWORK_KEYS = ("arch", "checkpoint", "args")  # of each entry of `networks.<role>`
-AMP_MODES = ("none", "bf16", "fp16")
+#: "auto": bf16 where the device computes it natively (`engine.runtime.resolve_amp`), else none
+AMP_MODES = ("none", "bf16", "fp16", "auto")
 
 
 class ConfigError(ValueError):

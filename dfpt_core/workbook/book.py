@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import os
@@ -14,6 +15,7 @@ import yaml
 
 from ..run.config import TrainConfig
 from ..run.recipes import SCALES, recipe
+from .cache import IGNORE_SHIPPED
 from .checkout import BOOK_DIR, runs_dir
 from .parallel import run_parallel
 
@@ -34,6 +36,8 @@ def list_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
 FROM_RECIPE = {
     "seed": "seed",
     "device": "device",
+    "amp": "amp",
+    "val_size": "val_size",
     "dataset": "dataset",
     "in_chans": "in_chans",
     "limit_train": "limit_train",
@@ -91,14 +95,20 @@ def run_book(
     echo: Callable[[str], None] = print_now,
     jobs: int = 1,
     devices: list[str] | None = None,
+    retrain: bool = False,
+    run_jobs: int | None = None,
 ) -> Path:
     """Execute the notebooks with papermill into runs/book-<scale>/ and write index.html.
 
     Each notebook gets those of the scale's parameters it declares, plus `scale`, `out_dir`
     (its own results folder), `cache_dir` (runs shared across notebooks), `results_root` (the
     runs folder, $DFPT_RUNS_DIR or the checkout's runs/) and `live=False`.
-    With `in_place` (smoke only), the executed notebooks replace the committed ones with their
-    own defaults (the smoke values; nothing injected), which is what nbval compares against.
+    With `in_place`, the executed notebooks replace the committed ones, run with their own
+    defaults (nothing injected; only notebooks whose default scale is `scale`), which is what
+    nbval compares against. With `retrain`, shipped runs are ignored (DFPT_IGNORE_SHIPPED=1)
+    and runs go to a cache of their own, runs/book-<scale>/cache-retrain/ (resumable: a second
+    call continues it). `run_jobs` is the notebooks' `jobs` parameter: how many runs of a
+    notebook's grid train at once.
     With `jobs` > 1 or `devices`, the notebooks run in parallel worker processes
     (`parallel.run_parallel`: several per GPU, across the GPUs listed, or a share of the CPU
     cores each); the notebooks that collect results (they declare `results_root`) run after
@@ -110,17 +120,23 @@ def run_book(
     """
     import papermill as pm  # heavy import, only needed here
 
-    if in_place and scale != "smoke":
-        raise ValueError("--in-place regenerates the committed smoke outputs: use --scale smoke")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs < 1 or (run_jobs is not None and run_jobs < 1):
+        raise ValueError(f"jobs and run_jobs must be >= 1, got {jobs} and {run_jobs}")
+    if in_place and retrain:
+        raise ValueError("--in-place replays the notebooks' own defaults; retrain without it")
     os.environ["DFPT_HEADLESS"] = "1"  # inherited by the kernels papermill starts
+    if retrain:
+        os.environ[IGNORE_SHIPPED] = "1"
     params = load_params(scale, book_dir)
     runs_root = Path(out_root or runs_dir()).resolve()
     run_dir = runs_root / f"book-{scale}"
     run_dir.mkdir(parents=True, exist_ok=True)
     last = last_times(run_dir)
     chosen = select(list_notebooks(book_dir), only)
+    if in_place:
+        chosen = [nb for nb in chosen if default_scale(nb) == scale]
+        if not chosen:
+            raise ValueError(f"--in-place: no chosen notebook defaults to scale {scale!r}")
     where = f" on {jobs} workers" + (f", devices {', '.join(devices)}" if devices else "")
     echo(f"dfpt book: {len(chosen)} notebooks at {scale} scale -> {run_dir}"
          + (where if jobs > 1 or devices else ""))  # fmt: skip
@@ -132,7 +148,8 @@ def run_book(
             "scale": scale,
             "out_dir": str(run_dir / nb.stem),
             "live": False,
-            "cache_dir": str(run_dir / "cache"),
+            "cache_dir": str(run_dir / ("cache-retrain" if retrain else "cache")),
+            **({"jobs": run_jobs} if run_jobs else {}),
             "results_root": str(runs_root),  # 09 collects every run under it
         }
         target = nb if in_place else run_dir / nb.name
@@ -197,6 +214,13 @@ def run_book(
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} notebooks failed (see above)")
     return run_dir
+
+
+def default_scale(notebook: Path) -> str:
+    """The scale a notebook runs at with its own defaults (its `scale` parameter)."""
+    import papermill as pm
+
+    return ast.literal_eval(pm.inspect_notebook(str(notebook))["scale"]["default"])
 
 
 def execute_notebook(

@@ -1,6 +1,6 @@
 """The book's run cache, "load if trained, else train": a run lives in
 `<cache_dir>/<name>-<hash of the configuration that determines its result>/`; a finished one
-there, or shipped in the checkout (the `cpu`-scale teachers in data/teachers/cpu/, verified
+there, or shipped in the checkout (the runs of the cpu book in data/runs/cpu/, verified
 against their manifest), is loaded instead of trained. Teachers and distillation runs of the
 notebooks go through it."""
 
@@ -91,14 +91,18 @@ def cached_run(
     that run and loads it: each run is trained once."""
     from ..run.build import run
 
-    cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
-    cfg.name = f"{name}-{config_key(cfg.to_dict())}"
+    cfg = run_config(name, cache_dir, values)
     run_dir = Path(cache_dir) / cfg.name
     while True:  # until this process has the run, loaded or trained
-        shipped = None if (run_dir / "metrics.json").is_file() else shipped_run(cfg.name)
-        finished = load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
+        finished = find_finished(cfg, cache_dir)
         if finished is not None:
-            return finished
+            return _logged(finished)
+        if os.environ.get(REPLAY_ONLY, "") not in ("", "0"):
+            raise MissingRunError(
+                f"{cfg.name} ({cfg.method}, {cfg.student}) is neither in {cache_dir} nor shipped "
+                f"in {SHIPPED_DIR} and {REPLAY_ONLY}=1 forbids training it: regenerate the "
+                f"shipped runs with `{REGENERATE}`"
+            )
         record = _read_json(run_dir / "metrics.json")
         resume = (run_dir / "checkpoints" / "last.pt").is_file() and not (
             record and stale_reason(record, cfg)
@@ -116,7 +120,45 @@ def cached_run(
             print(f"{cfg.name}: trained by another process; waiting for it", flush=True)
             wait_for_run(run_dir)
             continue
-        return RunResult(cfg, trainer.history, trainer.best, run_dir, trainer)
+        return _logged(RunResult(cfg, trainer.history, trainer.best, run_dir, trainer))
+
+
+def _logged(result: RunResult) -> RunResult:
+    """`result`, its folder appended to the file named by $DFPT_RUN_LOG when set (the runs a
+    notebook used: what scripts/ship_cpu_runs.py ships)."""
+    log = os.environ.get(RUN_LOG)
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{result.run_dir.resolve()}\n")
+    return result
+
+
+#: Set to 1 (CI's replay of the cpu book) to make `cached_run` fail instead of training.
+REPLAY_ONLY = "DFPT_REPLAY_ONLY"
+#: Set to 1 (`dfpt book --retrain`) to train every run instead of loading the shipped ones.
+IGNORE_SHIPPED = "DFPT_IGNORE_SHIPPED"
+#: A file that, when set, gets one line per run `cached_run` returns: the run's folder.
+RUN_LOG = "DFPT_RUN_LOG"
+#: The one command that regenerates every shipped run.
+REGENERATE = "python scripts/ship_cpu_runs.py --jobs 2"
+
+
+class MissingRunError(RuntimeError):
+    """A run that replay-only mode (`REPLAY_ONLY`) would have had to train."""
+
+
+def run_config(name: str, cache_dir, values: dict) -> TrainConfig:
+    """The validated config of cached run `name`, named `<name>-<config_key>` as its folder."""
+    cfg = make_config({**values, "name": name, "out_dir": str(cache_dir)})
+    cfg.name = f"{name}-{config_key(cfg.to_dict())}"
+    return cfg
+
+
+def find_finished(cfg: TrainConfig, cache_dir) -> RunResult | None:
+    """The finished run of `cfg` (from `run_config`) in `cache_dir`, else shipped, else None."""
+    run_dir = Path(cache_dir) / cfg.name
+    shipped = None if (run_dir / "metrics.json").is_file() else shipped_run(cfg.name)
+    return load_finished(cfg, shipped or run_dir, shipped=shipped is not None)
 
 
 def load_finished(cfg: TrainConfig, run_dir: Path, shipped: bool = False) -> RunResult | None:
@@ -218,7 +260,7 @@ def route_epochs(epochs: int) -> list[int]:
 
 def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
     """Test metrics (keys "student_top1", "student_top5", "student_pt") of a checkpoint on the
-    notebook's test set."""
+    notebook's test set, with the precision and memory format of the notebook's runs."""
     from ..run.build import evaluate_checkpoint as evaluate
 
     return evaluate(
@@ -229,6 +271,8 @@ def evaluate_checkpoint(arch: str, checkpoint, common: dict) -> dict:
         common["limit_test"],
         device=common["device"],
         seed=common["seed"],
+        amp=common.get("amp", "none"),
+        channels_last=common.get("channels_last", False),
     )
 
 
@@ -300,25 +344,26 @@ def sha256(path: Path) -> str:
 
 
 def shipped_manifest(root: Path = SHIPPED_DIR) -> dict:
-    """The manifest of the shipped teacher runs ({} when there is none): for each run folder
-    its architecture, test metrics, training config, library version and file checksums
-    (written by scripts/ship_cpu_teachers.py)."""
+    """The manifest of the shipped runs ({} when there is none): for each run folder its
+    architecture, method, test metrics, training config and file checksums, and the library
+    and torch versions (written by scripts/ship_cpu_runs.py)."""
     path = Path(root) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def shipped_run(name: str, root: Path = SHIPPED_DIR) -> Path | None:
-    """The shipped run folder `name` (a `<arch>-ce-<config hash>` folder, as the notebooks'
-    run cache names it), its files verified against the manifest; None if not shipped."""
+    """The shipped run folder `name` (a `<name>-<config hash>` folder, as the notebooks' run
+    cache names it), its files verified against the manifest; None if not shipped (or while
+    DFPT_IGNORE_SHIPPED=1)."""
     entry = shipped_manifest(root).get("runs", {}).get(name)
-    if entry is None:
+    if entry is None or os.environ.get(IGNORE_SHIPPED, "") not in ("", "0"):
         return None
     run_dir = Path(root) / name
     for rel, expected in entry["files"].items():
         path = run_dir / rel
         if not path.is_file() or sha256(path) != expected:
             raise RuntimeError(
-                f"shipped teacher file {path} is missing or does not match its sha256 in "
+                f"shipped run file {path} is missing or does not match its sha256 in "
                 f"{Path(root) / 'manifest.json'}: restore it with `git checkout -- {path}`"
             )
     return run_dir

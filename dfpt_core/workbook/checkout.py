@@ -9,8 +9,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_DIR = REPO_ROOT / "book"
 DATA_DIR = REPO_ROOT / "data"
-#: the `cpu`-scale teachers shipped with the repository (scripts/ship_cpu_teachers.py)
-SHIPPED_DIR = DATA_DIR / "teachers" / "cpu"
+#: the runs behind the cpu book (teachers and students), shipped with the repository with a
+#: manifest (scripts/ship_cpu_runs.py)
+SHIPPED_DIR = DATA_DIR / "runs" / "cpu"
 
 
 def runs_dir() -> Path:

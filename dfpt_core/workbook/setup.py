@@ -12,7 +12,7 @@ import torch
 
 from ..engine.runtime import seed_everything
 from ..run.recipes import recipe
-from .viz import RENDERER, is_live
+from .viz import is_live, renderer
 
 
 def setup(seed: int = 0, live: bool = True, threads: int | None = None) -> bool:
@@ -20,7 +20,7 @@ def setup(seed: int = 0, live: bool = True, threads: int | None = None) -> bool:
     keep the plots) and quiet warnings that would flood headless logs. Returns whether the
     notebook runs live (interactive widgets and progress bars) or headless."""
     seed_everything(seed)
-    pio.renderers.default = RENDERER
+    pio.renderers.default = renderer()
     if threads:
         torch.set_num_threads(threads)
     live = is_live(live)
@@ -70,12 +70,16 @@ def common_args(
     device: str,
     seed: int,
     live: bool,
+    amp: str = "none",
+    val_size: int = 0,
     **extra,
 ) -> dict:
     """The training settings every run of a notebook shares (so runs hash, and cache, alike
     across notebooks): the notebook's data, batch, lr, device and seed, and at every scale the
     schedule and memory format of the book's recipe (`BOOK_RECIPE`: a cosine schedule over each
-    run's epochs, channels_last)."""
+    run's epochs, channels_last); `amp` and `val_size` are the scale's precision ("auto" at
+    cpu scale: bf16 where the CPU computes it natively) and validation split (the held-out
+    training images that choose each run's epoch)."""
     book = recipe(BOOK_RECIPE)
     return dict(
         dataset=dataset,
@@ -86,6 +90,8 @@ def common_args(
         lr=lr,
         device=device,
         seed=seed,
+        amp=amp,
+        val_size=val_size,
         **{key: book[key] for key in BOOK_RECIPE_KEYS},
         progress=is_live(live),
         **extra,
@@ -97,4 +103,5 @@ def preset_common(params: dict) -> dict:
     and book/params/<scale>.yaml): what a notebook run at that scale shares, for scripts that
     train as the book does."""
     keys = ("dataset", "in_chans", "limit_train", "limit_test", "batch_size", "lr", "device")
-    return common_args(*(params[k] for k in keys), params["seed"], live=False)
+    extra = {k: params[k] for k in ("amp", "val_size")}
+    return common_args(*(params[k] for k in keys), params["seed"], live=False, **extra)

@@ -42,3 +42,18 @@ def describe(d: dict, unit: str = " points") -> str:
     low, high = d["ci95"]
     verdict = "shown" if d["shown"] else "not shown at this scale"
     return f"{d['mean']:+.2f}{unit} (95 % CI {low:+.2f} to {high:+.2f}, {d['n']} seeds): {verdict}"
+
+
+def power(sd: float, effect: float, n: int) -> float:
+    """Probability that n paired seeds give a 95 % CI that excludes 0 on the side of a true
+    mean difference `effect`, when paired differences spread with standard deviation `sd`
+    (normal approximation with the t quantile: Phi(|effect| sqrt(n) / sd - t_975(n - 1)))."""
+    if sd <= 0:
+        raise ValueError(f"sd must be > 0, got {sd}")
+    return statistics.NormalDist().cdf(abs(effect) * math.sqrt(n) / sd - t_975(n - 1))
+
+
+def seeds_needed(sd: float, effect: float, target: float = 0.8, most: int = 30) -> int | None:
+    """The fewest seeds (>= 2) with `power` >= `target` for a true difference `effect` given a
+    pilot's paired standard deviation `sd`; None if more than `most` would be needed."""
+    return next((n for n in range(2, most + 1) if power(sd, effect, n) >= target), None)
