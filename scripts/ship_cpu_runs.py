@@ -8,7 +8,8 @@ one command (resumable: runs are cached in runs/book-cpu/cache-retrain/):
 2. The notebooks whose default scale is cpu run with papermill as `dfpt book --scale cpu
    --retrain --run-jobs <jobs>` does (their grids train `--jobs` runs at a time); every run
    they load is logged (DFPT_RUN_LOG).
-3. Those runs ship: config.yaml, metrics.json, history.csv and the selected weights
+3. Those runs ship: config.yaml, metrics.json, history.csv (and any record a notebook's probe
+   wrote beside them) and the selected weights
    (checkpoints/best.pt; fp16 for students, fp32 for teachers, whose outputs every other run
    distils), plus the main teacher's trajectory (the checkpoints its training kept).
 4. The manifest records for each run its architecture, method, selected epoch and test
@@ -62,8 +63,15 @@ def ship(run_dir: Path, target: Path, teacher: bool, trajectory: bool) -> dict:
     """Copy one run into `target` and return its manifest entry."""
     out = target / run_dir.name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    files = [*RECORDS, "checkpoints/best.pt"]
-    for rel in RECORDS:
+    # the run's records and any a notebook's probe left beside them (e.g. 02's trajectory.csv)
+    records = sorted(
+        p.name for p in run_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".json", ".csv")
+    )
+    missing = set(RECORDS) - set(records)
+    if missing:
+        raise FileNotFoundError(f"{run_dir} lacks {sorted(missing)}: not a finished run")
+    files = [*records, "checkpoints/best.pt"]
+    for rel in records:
         shutil.copyfile(run_dir / rel, out / rel)
     if teacher:
         shutil.copyfile(run_dir / "checkpoints/best.pt", out / "checkpoints/best.pt")
