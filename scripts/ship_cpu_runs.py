@@ -31,6 +31,7 @@ import torch
 
 import dfpt_core
 import dfpt_core.workbook as nb
+from dfpt_core.models.checkpoint import read_checkpoint, save_checkpoint
 from dfpt_core.run.config import load_config
 from dfpt_core.workbook.book import default_scale, list_notebooks, load_params, run_book
 from dfpt_core.workbook.cache import IGNORE_SHIPPED, RUN_LOG, sha256
@@ -50,12 +51,12 @@ def train_teacher(arch: str, cache: Path) -> str:
 
 
 def half(src: Path, dst: Path) -> None:
-    """A checkpoint with its floating-point tensors in fp16 (loading casts them back)."""
-    state = torch.load(src, map_location="cpu", weights_only=True)
-    state["model"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()
-    }
-    torch.save({"model": state["model"]}, dst)
+    """A checkpoint with its floating-point tensors in fp16 (loading casts them back), read and
+    written (atomically) by the library's checkpoint functions."""
+    model = read_checkpoint(src)["model"]
+    save_checkpoint(
+        {"model": {k: v.half() if v.is_floating_point() else v for k, v in model.items()}}, dst
+    )
 
 
 def ship(run_dir: Path, target: Path, teacher: bool, trajectory: bool) -> dict:
