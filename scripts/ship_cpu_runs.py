@@ -3,6 +3,10 @@ one command (resumable: runs are cached in runs/book-cpu/cache-retrain/):
 
     python scripts/ship_cpu_runs.py --jobs 2
 
+With `--reuse-shipped` the runs shipped already are copied into that cache first, so only the
+runs not shipped yet train (a notebook's new grid, without retraining the rest of the book);
+the students among them keep their shipped fp16 weights.
+
 1. The cpu-scale teachers (book/params/cpu.yaml: `teacher` and `gap_teachers`) are trained
    `--jobs` at a time, shipped ones ignored (DFPT_IGNORE_SHIPPED=1).
 2. The notebooks whose default scale is cpu run with papermill as `dfpt book --scale cpu
@@ -34,7 +38,7 @@ import dfpt_core.workbook as nb
 from dfpt_core.models.checkpoint import read_checkpoint, save_checkpoint
 from dfpt_core.run.config import load_config
 from dfpt_core.workbook.book import default_scale, list_notebooks, load_params, run_book
-from dfpt_core.workbook.cache import IGNORE_SHIPPED, RUN_LOG, sha256
+from dfpt_core.workbook.cache import IGNORE_SHIPPED, RUN_LOG, sha256, shipped_manifest, shipped_run
 from dfpt_core.workbook.checkout import SHIPPED_DIR, runs_dir
 from dfpt_core.workbook.parallel import run_parallel
 
@@ -95,6 +99,17 @@ def ship(run_dir: Path, target: Path, teacher: bool, trajectory: bool) -> dict:
     }
 
 
+def reuse_shipped(source: Path, cache: Path) -> int:
+    """Copy every run of `source`'s manifest into `cache` (where not there yet): the number
+    copied. The manifest's checksums are verified (`shipped_run`)."""
+    copied = 0
+    for name in shipped_manifest(source).get("runs", {}):
+        if not (cache / name / "metrics.json").is_file():
+            shutil.copytree(shipped_run(name, source), cache / name, dirs_exist_ok=True)
+            copied += 1
+    return copied
+
+
 def run_seconds(target: Path, name: str) -> float:
     """The training time a shipped run recorded."""
     return json.loads((target / name / "metrics.json").read_text())["seconds"]
@@ -107,10 +122,17 @@ def main() -> None:
     parser.add_argument(
         "--teachers-only", action="store_true", help="steps 1, 3 and 4 for the teachers alone"
     )
+    parser.add_argument(
+        "--reuse-shipped",
+        action="store_true",
+        help="copy the shipped runs into the cache first: only runs not shipped yet train",
+    )
     args = parser.parse_args()
     params = load_params("cpu")
-    os.environ[IGNORE_SHIPPED] = "1"  # inherited by the workers and the notebooks' kernels
     cache = runs_dir() / "book-cpu" / "cache-retrain"
+    if args.reuse_shipped:
+        print(f"reused {reuse_shipped(args.target, cache)} shipped runs in {cache}", flush=True)
+    os.environ[IGNORE_SHIPPED] = "1"  # inherited by the workers and the notebooks' kernels
     teachers = list(dict.fromkeys([params["teacher"], *params["gap_teachers"]]))
     tasks = [(arch, cache) for arch in reversed(teachers)]  # the deepest first
     teacher_dirs = {}

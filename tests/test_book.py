@@ -35,7 +35,7 @@ REQUIRED = ("scale", "out_dir", "live", "seed")
 
 def test_the_book_has_its_chapters():
     stems = [nb.stem.split("_", 1)[0] for nb in NOTEBOOKS]
-    assert stems == [f"{i:02d}" for i in range(10)]
+    assert stems == [f"{i:02d}" for i in range(11)]
     assert [nb.stem for nb in select(NOTEBOOKS, ["05"])] == ["05_dfpt_training"]
     with pytest.raises(ValueError, match="matches no notebook"):
         select(NOTEBOOKS, ["42"])

@@ -68,7 +68,8 @@ COMMON = {
 
 # `<run name>-<config_key>` of notebook-style runs: full's as computed before the presets read
 # the recipes (commit 6630784); smoke's and cpu's since their recipes added a validation split
-# (both) and bf16 where native with the full test set (cpu), which changed them on purpose.
+# (both) and bf16 where native with the full test set (cpu), which changed them on purpose; the
+# stem runs since 03 trains a width-0.25 tv_resnet18 over seeds (smoke and cpu).
 RUN_NAMES = {
     "smoke": {
         "teacher resnet20": "resnet20-ce-d54c5e31dc",
@@ -77,7 +78,7 @@ RUN_NAMES = {
         "kd": "resnet8-from-resnet20-kd-ed48259913",
         "dkd": "resnet8-from-resnet20-dkd-e6a5db24a4",
         "dfpt_kdt": "resnet8-from-resnet20-dfpt_kdt-71b51b3862",
-        "stem": "tv_resnet18-cifar-stem-7234d4417b",
+        "stem": "tv_resnet18-w0.25-cifar-stem-924129eb5e",
     },
     "cpu": {  # the teachers shipped in data/runs/cpu/
         "teacher resnet20": "resnet20-ce-d1853437b7",
@@ -89,7 +90,7 @@ RUN_NAMES = {
         "kd": "resnet8-from-resnet20-kd-df69b534cf",
         "dkd": "resnet8-from-resnet20-dkd-ef127b189b",
         "dfpt_kdt": "resnet8-from-resnet20-dfpt_kdt-1a3d1084f8",
-        "stem": "tv_resnet18-cifar-stem-bc6342c43b",
+        "stem": "tv_resnet18-w0.25-cifar-stem-c2e004e567",
     },
     "full": {
         "teacher resnet32x4": "resnet32x4-ce-ca56dfa92c",
@@ -200,13 +201,14 @@ def test_notebook_runs_keep_their_cache_names(scale, run_name, tmp_path):
         val_size=p["val_size"],
         nesterov=True,
     )
+    width = p["stem_width"]
     stem = run_name(
         lambda: nb.cached_run(
-            "tv_resnet18-cifar-stem",
+            "tv_resnet18" + ("" if width == 1 else f"-w{width:g}") + "-cifar-stem",
             tmp_path,
             method="ce",
             student="tv_resnet18",
-            student_args={"stem": "cifar"},
+            student_args={"stem": "cifar", **({"width": width} if width != 1 else {})},
             epochs=p["stem_epochs"],
             **stem_common,
         )

@@ -7,7 +7,7 @@ student-width knob of the CIFAR ResNets."""
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_config, untimed
+from conftest import tiny_config, tiny_values, untimed
 
 import dfpt_core.workbook as nb
 from dfpt_core.models import count_params, create_model
@@ -87,3 +87,17 @@ def test_width_scales_every_layer_of_a_cifar_resnet():
     assert count_params(half) == 19810  # 8-8-16-32 channels
     with pytest.raises(ValueError, match="width must be > 0"):
         create_model("resnet8", width=0)
+
+
+def test_distil_run_is_the_run_distil_loads(tmp_path, fmnist_root, monkeypatch):
+    values = tiny_values(tmp_path, fmnist_root, limit_train=64)
+    common = {k: v for k, v in values.items() if k not in ("name", "out_dir", "method", "epochs")}
+    del common["student"]
+    teacher = nb.teacher("resnet8", tmp_path, common, 1)
+    run = nb.distil_run("dkd", teacher, "resnet8", common, 1, tag="x", beta=2.0)
+    assert run.name == "resnet8-from-resnet8-dkd-x"
+    (grid_result,) = nb.run_grid([run], tmp_path)
+    monkeypatch.setenv(cache.REPLAY_ONLY, "1")  # distil finds the run the grid trained
+    found = nb.distil("dkd", teacher, "resnet8", tmp_path, common, 1, tag="x", beta=2.0)
+    assert found.run_dir == grid_result.run_dir and found.history == grid_result.history
+    assert found.config.method_args == {"beta": 2.0}

@@ -436,6 +436,43 @@ def test_tv_resnet_default_stem_is_cifar_and_imagenet_stem_takes_one_channel():
         assert one(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("arch", TV_RESNETS)
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_tv_resnet_width_scales_every_channel_and_keeps_the_structure(arch, stem):
+    full = create_model(arch, num_classes=10, in_chans=1, stem=stem)
+    narrow = create_model(arch, num_classes=10, in_chans=1, stem=stem, width=0.25)
+    assert (
+        create_model(arch, num_classes=10, in_chans=1, stem=stem, width=1.0).state_dict().keys()
+        == full.state_dict().keys()
+    )
+    # the same modules (torchvision's names, blocks and depths), each with a quarter of the
+    # channels: every weight's channel dims divided by 4, except the 1-channel input and the
+    # 10 classes
+    full_sd, narrow_sd = full.state_dict(), narrow.state_dict()
+    assert full_sd.keys() == narrow_sd.keys()
+    for key, value in full_sd.items():
+        shape = list(value.shape)
+        if value.dim() == 4:  # conv: out, in, kh, kw
+            shape[0] //= 4
+            shape[1] = shape[1] if key == "conv1.weight" else shape[1] // 4
+        elif key == "fc.weight":
+            shape[1] //= 4
+        elif value.dim() == 1 and key != "fc.bias":
+            shape[0] //= 4
+        assert list(narrow_sd[key].shape) == shape, key
+    assert [b.channels * 4 for b in Stages(narrow).boundaries((1, 32, 32))] == [
+        b.channels for b in Stages(full).boundaries((1, 32, 32))
+    ]
+    assert [b.height for b in Stages(narrow).boundaries((1, 32, 32))] == [
+        b.height for b in Stages(full).boundaries((1, 32, 32))
+    ]
+    for m in narrow.modules():
+        if isinstance(m, nn.BatchNorm2d):  # torchvision's initialisation
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+    with pytest.raises(ValueError, match="width must be > 0"):
+        create_model(arch, width=0)
+
+
 class TinyNet(nn.Module):
     """A user model that knows nothing about stages."""
 
@@ -526,9 +563,9 @@ def test_bad_num_classes(num_classes):
 
 
 def test_unknown_option_names_the_allowed_ones():
-    with pytest.raises(TypeError, match="width") as info:
-        create_model("tv_resnet18", width=2)
-    assert "stem" in str(info.value)
+    with pytest.raises(TypeError, match="depth") as info:
+        create_model("tv_resnet18", depth=2)  # torchvision ResNets take a stem and a width
+    assert "stem" in str(info.value) and "width" in str(info.value)
     with pytest.raises(TypeError, match="stem") as info:
         create_model("resnet8", stem="cifar")  # CIFAR ResNets take a width, no stem
     assert "width" in str(info.value)

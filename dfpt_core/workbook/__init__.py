@@ -5,7 +5,7 @@ the core library. `import dfpt_core.workbook as nb` gives the notebook API:
   `write_metrics` (workbook/setup.py);
 - the run cache, "load if trained, else train": `cached_run`, `teacher`, `distil`, `Teacher`,
   `RunResult`, `config_key`, `route_epochs`, `evaluate_checkpoint` (workbook/cache.py);
-- a lesson's grid of runs, trained in parallel where missing: `Run`, `run_grid`
+- a lesson's grid of runs, trained in parallel where missing: `Run`, `distil_run`, `run_grid`
   (workbook/grid.py);
 - figures and the live dashboard (workbook/viz.py), the published figures
   (workbook/published.py), results collection (workbook/results.py), the papermill book
@@ -30,7 +30,7 @@ from .cache import (
     teacher,
 )
 from .checkout import DATA_DIR
-from .grid import Run, run_grid
+from .grid import Run, distil_run, run_grid
 from .setup import check_choice, check_positive, common_args, preset_common, setup, write_metrics
 
 os.environ.setdefault("DFPT_DATA_DIR", str(DATA_DIR))
@@ -46,6 +46,7 @@ __all__ = [
     "common_args",
     "config_key",
     "distil",
+    "distil_run",
     "evaluate_checkpoint",
     "load_history",
     "preset_common",

@@ -305,6 +305,30 @@ def teacher(
     return Teacher(arch, result.checkpoint(), result, result.best)
 
 
+def distil_spec(
+    method: str,
+    teacher: Teacher,
+    student: str,
+    common: dict,
+    epochs: int,
+    tag: str = "",
+    **method_args,
+) -> tuple[str, dict]:
+    """The cache name and values of `student` distilled from `teacher` with `method` (what
+    `distil` trains or loads; `grid.distil_run` makes it one run of a grid)."""
+    name = f"{student}-from-{teacher.arch}-{method}{'-' + tag if tag else ''}"
+    values = dict(
+        method=method,
+        student=student,
+        teacher=teacher.arch,
+        teacher_checkpoint=str(teacher.checkpoint),
+        epochs=epochs,
+        method_args=method_args,
+        **common,
+    )
+    return name, values
+
+
 def distil(
     method: str,
     teacher: Teacher,
@@ -319,20 +343,8 @@ def distil(
 ) -> RunResult:
     """Train `student` from `teacher` with `method` (loaded if already trained; `callbacks`
     as in `cached_run`)."""
-    name = f"{student}-from-{teacher.arch}-{method}{'-' + tag if tag else ''}"
-    return cached_run(
-        name,
-        cache_dir,
-        live=live,
-        callbacks=callbacks,
-        method=method,
-        student=student,
-        teacher=teacher.arch,
-        teacher_checkpoint=str(teacher.checkpoint),
-        epochs=epochs,
-        method_args=method_args,
-        **common,
-    )
+    name, values = distil_spec(method, teacher, student, common, epochs, tag, **method_args)
+    return cached_run(name, cache_dir, live=live, callbacks=callbacks, **values)
 
 
 def sha256(path: Path) -> str:

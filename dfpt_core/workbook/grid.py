@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..methods.shared_outputs import share_in_this_process
-from .cache import RunResult, cached_run, find_finished, run_config
+from .cache import RunResult, cached_run, distil_spec, find_finished, run_config
 from .parallel import run_parallel
 from .viz import is_live
 
@@ -23,6 +23,13 @@ class Run:
 
     name: str
     values: dict = field(hash=False)
+
+
+def distil_run(*args, **kwargs) -> Run:
+    """The run `cache.distil(method, teacher, student, cache_dir, common, epochs, ...)` trains
+    or loads, as one run of a grid: `distil_run(method, teacher, student, common, epochs,
+    tag="", **method_args)` (the arguments of `cache.distil_spec`)."""
+    return Run(*distil_spec(*args, **kwargs))
 
 
 def _train(run: Run, cache_dir: str) -> str:
