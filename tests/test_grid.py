@@ -13,7 +13,7 @@ import dfpt_core.workbook as nb
 from dfpt_core.models import count_params, create_model
 from dfpt_core.workbook import cache
 from dfpt_core.workbook.grid import missing
-from dfpt_core.workbook.stats import power, seeds_needed
+from dfpt_core.workbook.stats import describe_design, pilot_design, power, seeds_needed
 
 
 def grid(tmp_path, fmnist_root, seeds=(0, 1)):
@@ -101,3 +101,16 @@ def test_distil_run_is_the_run_distil_loads(tmp_path, fmnist_root, monkeypatch):
     found = nb.distil("dkd", teacher, "resnet8", tmp_path, common, 1, tag="x", beta=2.0)
     assert found.run_dir == grid_result.run_dir and found.history == grid_result.history
     assert found.config.method_args == {"beta": 2.0}
+
+
+def test_pilot_design_reads_the_first_seeds_and_sizes_the_design():
+    diffs = [[1.0, 3.0, 2.0, 2.5, 1.5], [0.0, 0.5, 4.0, -1.0, 2.0], [2.0, 2.0 + 2**0.5, 0, 1, 2]]
+    d = pilot_design(diffs, effect=1.0)
+    # the pilot's spread of each comparison: |a - b| / sqrt(2); the median of 1.414, 0.354, 1
+    assert d["pilot_sd"] == pytest.approx(1.0)
+    assert d["needed"] == seeds_needed(1.0, 1.0) and d["n"] == 5
+    assert d["power"] == pytest.approx(power(1.0, 1.0, 5)) and d["power_2x"] > d["power"]
+    text = describe_design(d)
+    assert "1.00 points" in text and f"about {d['needed']} seeds" in text
+    with pytest.raises(ValueError, match="pilot needs >= 2 seeds"):
+        pilot_design([[1.0]])

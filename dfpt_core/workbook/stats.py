@@ -57,3 +57,44 @@ def seeds_needed(sd: float, effect: float, target: float = 0.8, most: int = 30) 
     """The fewest seeds (>= 2) with `power` >= `target` for a true difference `effect` given a
     pilot's paired standard deviation `sd`; None if more than `most` would be needed."""
     return next((n for n in range(2, most + 1) if power(sd, effect, n) >= target), None)
+
+
+def pilot_design(diffs: Sequence[Sequence[float]], pilot: int = 2, effect: float = 1.0) -> dict:
+    """What a design's first `pilot` seeds said about it: `diffs` holds, per comparison, its
+    paired differences over all seeds. Returns the median over comparisons of the pilot seeds'
+    sample standard deviation ("pilot_sd") and of all seeds' ("sd"), the seeds needed for 80 %
+    power at `effect` from the pilot ("needed", None beyond 30), and the power of all the seeds
+    at `effect` and twice it ("power", "power_2x")."""
+    n = min((len(d) for d in diffs), default=0)
+    if pilot < 2 or n < pilot:
+        raise ValueError(
+            f"a pilot needs >= 2 seeds in every comparison; got pilot={pilot}, {n} seeds"
+        )
+    pilot_sd = statistics.median(statistics.stdev(d[:pilot]) for d in diffs)
+    sd = statistics.median(statistics.stdev(d) for d in diffs)
+    spread = pilot_sd > 0  # no spread at all: any two seeds show any effect
+    return {
+        "pilot_sd": pilot_sd,
+        "sd": sd,
+        "n": n,
+        "needed": seeds_needed(pilot_sd, effect) if spread else 2,
+        "power": power(pilot_sd, effect, n) if spread else 1.0,
+        "power_2x": power(pilot_sd, 2 * effect, n) if spread else 1.0,
+        "effect": effect,
+        "pilot": pilot,
+    }
+
+
+def describe_design(d: dict, unit: str = "point") -> str:
+    """`pilot_design` in one paragraph of prose."""
+    needed = f"about {d['needed']}" if d["needed"] else "more than 30"
+    return (
+        f"Pilot (the first {d['pilot']} seeds): the paired differences spread with a standard "
+        f"deviation of {d['pilot_sd']:.2f} {unit}s (median over the comparisons). To show a "
+        f"{d['effect']:g}-{unit} effect with 80 % probability takes {needed} seeds; this "
+        f"design's {d['n']} seeds have a power of {d['power']:.0%} for {d['effect']:g} {unit} "
+        f"and {d['power_2x']:.0%} for {2 * d['effect']:g}. Over all {d['n']} seeds the spread "
+        f"is {d['sd']:.2f} {unit}s (a spread estimated from {d['pilot']} seeds is itself rough). "
+        "A comparison whose interval includes 0 is not shown at "
+        "this scale: its effect may be real but smaller than this design can see."
+    )
