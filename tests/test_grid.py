@@ -6,6 +6,8 @@ student-width knob of the CIFAR ResNets."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from conftest import tiny_config, tiny_values, untimed
 
@@ -110,6 +112,8 @@ def test_pilot_design_reads_the_first_seeds_and_sizes_the_design():
     assert d["pilot_sd"] == pytest.approx(1.0)
     assert d["needed"] == seeds_needed(1.0, 1.0) and d["n"] == 5
     assert d["power"] == pytest.approx(power(1.0, 1.0, 5)) and d["power_2x"] > d["power"]
+    sd = sorted(statistics.stdev(x) for x in diffs)[1]  # the median spread
+    assert d["sd"] == pytest.approx(sd) and d["power_all"] == pytest.approx(power(sd, 1.0, 5))
     text = describe_design(d)
     assert "1.00 points" in text and f"about {d['needed']} seeds" in text
     with pytest.raises(ValueError, match="pilot needs >= 2 seeds"):

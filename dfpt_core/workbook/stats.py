@@ -64,7 +64,8 @@ def pilot_design(diffs: Sequence[Sequence[float]], pilot: int = 2, effect: float
     paired differences over all seeds. Returns the median over comparisons of the pilot seeds'
     sample standard deviation ("pilot_sd") and of all seeds' ("sd"), the seeds needed for 80 %
     power at `effect` from the pilot ("needed", None beyond 30), and the power of all the seeds
-    at `effect` and twice it ("power", "power_2x")."""
+    at `effect` and twice it, from the pilot's spread ("power", "power_2x") and from all seeds'
+    ("power_all", "power_all_2x")."""
     n = min((len(d) for d in diffs), default=0)
     if pilot < 2 or n < pilot:
         raise ValueError(
@@ -80,6 +81,8 @@ def pilot_design(diffs: Sequence[Sequence[float]], pilot: int = 2, effect: float
         "needed": seeds_needed(pilot_sd, effect) if spread else 2,
         "power": power(pilot_sd, effect, n) if spread else 1.0,
         "power_2x": power(pilot_sd, 2 * effect, n) if spread else 1.0,
+        "power_all": power(sd, effect, n) if sd > 0 else 1.0,
+        "power_all_2x": power(sd, 2 * effect, n) if sd > 0 else 1.0,
         "effect": effect,
         "pilot": pilot,
     }
@@ -94,7 +97,9 @@ def describe_design(d: dict, unit: str = "point") -> str:
         f"{d['effect']:g}-{unit} effect with 80 % probability takes {needed} seeds; this "
         f"design's {d['n']} seeds have a power of {d['power']:.0%} for {d['effect']:g} {unit} "
         f"and {d['power_2x']:.0%} for {2 * d['effect']:g}. Over all {d['n']} seeds the spread "
-        f"is {d['sd']:.2f} {unit}s (a spread estimated from {d['pilot']} seeds is itself rough). "
+        f"is {d['sd']:.2f} {unit}s (a spread estimated from {d['pilot']} seeds is itself rough), "
+        f"which gives a power of {d['power_all']:.0%} for {d['effect']:g} {unit} and "
+        f"{d['power_all_2x']:.0%} for {2 * d['effect']:g}. "
         "A comparison whose interval includes 0 is not shown at "
         "this scale: its effect may be real but smaller than this design can see."
     )
