@@ -14,6 +14,7 @@ from conftest import tiny_config, tiny_values, untimed
 import dfpt_core.workbook as nb
 from dfpt_core.models import count_params, create_model
 from dfpt_core.workbook import cache
+from dfpt_core.workbook import grid as grid_module
 from dfpt_core.workbook.grid import missing
 from dfpt_core.workbook.stats import describe_design, pilot_design, power, seeds_needed
 
@@ -118,3 +119,17 @@ def test_pilot_design_reads_the_first_seeds_and_sizes_the_design():
     assert "1.00 points" in text and f"about {d['needed']} seeds" in text
     with pytest.raises(ValueError, match="pilot needs >= 2 seeds"):
         pilot_design([[1.0]])
+
+
+def test_run_grid_trains_in_order_with_the_live_dashboard_when_asked(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_cached_run(name, cache_dir, live=False, **values):
+        seen.append((name, live, values["seed"]))
+        return name
+
+    monkeypatch.setattr(grid_module, "cached_run", fake_cached_run)
+    runs = [nb.Run("a", {"seed": 0}), nb.Run("b", {"seed": 1})]
+    assert nb.run_grid(runs, tmp_path, live=True) == ["a", "b"]
+    assert nb.run_grid(runs, tmp_path) == ["a", "b"]
+    assert seen == [("a", True, 0), ("b", True, 1), ("a", False, 0), ("b", False, 1)]

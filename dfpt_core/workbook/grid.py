@@ -46,10 +46,13 @@ def missing(runs: Sequence[Run], cache_dir) -> list[Run]:
     ]
 
 
-def run_grid(runs: Sequence[Run], cache_dir, jobs: int = 1, label: str = "runs") -> list[RunResult]:
-    """Every run of `runs`, in order: loaded where finished or shipped, else trained; with
-    `jobs` > 1 the missing ones train first on that many worker processes (each with its share
-    of the cores, `parallel.slots`). A run that fails in a worker is raised, naming it."""
+def run_grid(
+    runs: Sequence[Run], cache_dir, jobs: int = 1, label: str = "runs", live: bool = False
+) -> list[RunResult]:
+    """Every run of `runs`, in order: loaded where finished or shipped, else trained (with the
+    live dashboard when `live`, as `cached_run`); with `jobs` > 1 the missing ones train first
+    on that many worker processes (each with its share of the cores, `parallel.slots`). A run
+    that fails in a worker is raised, naming it."""
     cache_dir = str(Path(cache_dir))
     todo = missing(runs, cache_dir) if jobs > 1 else []
     if len(todo) > 1:
@@ -62,6 +65,6 @@ def run_grid(runs: Sequence[Run], cache_dir, jobs: int = 1, label: str = "runs")
             bar.update(1)
         bar.close()
     return [
-        cached_run(r.name, cache_dir, **r.values)
+        cached_run(r.name, cache_dir, live=live, **r.values)
         for r in tqdm(runs, desc=label, disable=len(runs) < 2 or not is_live(True))
     ]
