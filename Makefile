@@ -61,8 +61,8 @@ test-lib: data
 
 # The committed notebooks: those at cpu scale replay their shipped runs (data/runs/cpu/; a
 # missing or stale run fails at once, naming it and the command that regenerates it, never a
-# silent retrain), the others (if any) run at smoke scale; then the cpu notebooks' training code runs at
-# smoke scale through papermill (into runs/book-smoke/).
+# silent retrain), the others (if any) run at smoke scale; then the cpu notebooks' training
+# code runs at smoke scale through papermill (into runs/book-smoke/).
 CPU_BOOK = $(shell grep -l 'scale = \\"cpu\\"' book/[0-9]*.ipynb)
 SMOKE_BOOK = $(filter-out $(CPU_BOOK),$(wildcard book/[0-9]*.ipynb))
 test-book: data
