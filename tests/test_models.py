@@ -619,14 +619,15 @@ FORMATS = {
 }
 
 
-@pytest.mark.parametrize("writer", ["save_checkpoint", "torch.save"])
+@pytest.mark.parametrize("writer", ["save_checkpoint", "save_checkpoint_xz", "torch.save"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_checkpoint_round_trip(fmt, writer, tmp_path):
     source = _source_state()
     path = tmp_path / "ckpt.pth"
     obj = FORMATS[fmt](source)
-    if writer == "save_checkpoint":
-        assert save_checkpoint(obj, path) == path
+    if writer.startswith("save_checkpoint"):
+        assert save_checkpoint(obj, path, compress=writer.endswith("xz")) == path
+        assert (path.read_bytes()[:6] == b"\xfd7zXZ\x00") == writer.endswith("xz")
     else:
         torch.save(obj, path)
 
@@ -641,6 +642,17 @@ def test_checkpoint_round_trip(fmt, writer, tmp_path):
         assert "epoch" not in ckpt
     else:
         assert ckpt["epoch"] == 7
+
+
+def test_compressed_checkpoint_is_smaller_and_damage_is_named(tmp_path):
+    model = create_model("resnet8", num_classes=10)
+    plain = save_checkpoint({"model": model.state_dict()}, tmp_path / "plain.pt")
+    packed = save_checkpoint({"model": model.state_dict()}, tmp_path / "packed.pt", compress=True)
+    assert packed.stat().st_size < plain.stat().st_size
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(packed.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="damaged.pt is a damaged xz-compressed"):
+        read_checkpoint(damaged)
 
 
 def test_save_checkpoint_creates_folders_and_replaces(tmp_path):

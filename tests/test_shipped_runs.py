@@ -10,6 +10,7 @@ import pytest
 import dfpt_core.run.build
 import dfpt_core.workbook as nb
 from dfpt_core.engine.runtime import native_bf16
+from dfpt_core.models.checkpoint import XZ_MAGIC
 from dfpt_core.workbook.book import load_params
 from dfpt_core.workbook.cache import shipped_manifest, shipped_run
 from dfpt_core.workbook.checkout import SHIPPED_DIR
@@ -41,6 +42,13 @@ def test_every_shipped_file_is_in_the_manifest():
         if p.is_file() and p.name != "manifest.json"
     }
     assert on_disk == listed
+
+
+def test_every_shipped_checkpoint_is_xz_compressed():
+    """The budget holds because they are (`save_checkpoint(compress=True)`)."""
+    checkpoints = sorted(SHIPPED_DIR.rglob("*.pt"))
+    assert checkpoints
+    assert [p for p in checkpoints if p.read_bytes()[:6] != XZ_MAGIC] == []
 
 
 @pytest.mark.parametrize("arch", dict.fromkeys([CPU["teacher"], *CPU["gap_teachers"]]))
