@@ -17,7 +17,7 @@ from _naive import NAIVE, naive_dfpt_kd
 from runner import environment
 from torch import nn
 
-from dfpt_core.engine.runtime import native_bf16
+from dfpt_core.engine.runtime import keep_freed_memory, native_bf16
 from dfpt_core.engine.trainer import autocast_context
 from dfpt_core.methods import DEFAULT_CONTEXT, RunContext, create
 from dfpt_core.models import create_model
@@ -76,6 +76,14 @@ SETTINGS = (FP32, StepSetting("fp32_channels_last", True, "none"))
 SETTINGS += (StepSetting("bf16_channels_last", True, "bf16"),)
 
 
+def trainer_malloc(device: torch.device) -> str:
+    """Set this process's allocator as the Trainer does on `device` (its default `cpu_malloc:
+    keep` on a CPU, `engine.runtime.keep_freed_memory`) and return the mode that holds:
+    "keep", or "system" where it does not apply. Every timing script calls it first, since the
+    step it times is the Trainer's; `memory.py` does not (it sets glibc's policy itself)."""
+    return "keep" if device.type == "cpu" and keep_freed_memory() else "system"
+
+
 def skip_reason(setting: StepSetting, device: torch.device) -> str | None:
     """Why `setting` is not timed on `device` (None: it is)."""
     if setting.amp == "bf16" and not native_bf16(device):
@@ -96,10 +104,13 @@ def groups() -> dict[str, dict[str, tuple[str, Pair]]]:
     return out
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra: Callable | None = None) -> argparse.Namespace:
+    """--out and --quick, and what `extra(parser)` adds."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--quick", action="store_true", help="smaller batch, fewer repetitions")
+    if extra:
+        extra(parser)
     return parser.parse_args()
 
 

@@ -21,6 +21,7 @@ from _common import (
     fastest_setting,
     parse_args,
     train_step,
+    trainer_malloc,
     write,
 )
 from torch.profiler import ProfilerActivity, profile
@@ -107,6 +108,7 @@ def compare(pair, setting, device, size: int, steps: int) -> dict:
 def main():
     args = parse_args(__doc__)
     device = resolve_device("auto")
+    malloc = trainer_malloc(device)
     size, steps = (QUICK_BATCH, 2) if args.quick else (BATCH, STEPS)
     results = {}
     for pair in PAIRS:
@@ -125,8 +127,8 @@ def main():
                     f"{row['dfpt_kd_ms']:7.2f} ms (+{row['extra_ms']:.2f}); GFLOP/s "
                     + ", ".join(f"{m} {v:.0f}" if v else f"{m} -" for m, v in rate.items())
                 )
-    write(args.out, {"batch": size, "profiled_steps": steps, "threads": torch.get_num_threads()},
-          results)  # fmt: skip
+    settings = {"batch": size, "profiled_steps": steps, "threads": torch.get_num_threads()}
+    write(args.out, {**settings, "cpu_malloc": malloc}, results)
 
 
 if __name__ == "__main__":

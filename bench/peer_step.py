@@ -32,6 +32,7 @@ from _common import (
     parse_args,
     teacher,
     train_step,
+    trainer_malloc,
     write,
 )
 
@@ -91,6 +92,7 @@ def main():
     common = pair_settings(args.quick)
     settings = {"batch": common["batch"], "pair": {"name": PAIR.name, **common["pairs"][PAIR.name]}}
     settings.update(warmup=0 if args.quick else 3, rounds=1 if args.quick else 20)
+    settings["cpu_malloc"] = trainer_malloc(device)
     fastest = fastest_setting(device)
     settings["fastest"] = {"name": fastest.name, "channels_last": fastest.channels_last}
     settings["fastest"]["amp"] = fastest.amp

@@ -16,6 +16,7 @@ from _common import (
     parse_args,
     skip_reason,
     train_step,
+    trainer_malloc,
     write,
 )
 
@@ -26,6 +27,7 @@ def main():
     args = parse_args(__doc__)
     device = resolve_device("auto")
     settings = {**pair_settings(args.quick), "warmup": 0 if args.quick else 2}
+    settings["cpu_malloc"] = trainer_malloc(device)
     settings["rounds"] = 1 if args.quick else 10
     settings["step_settings"] = {
         s.name: {"channels_last": s.channels_last, "amp": s.amp, "precision": s.precision}

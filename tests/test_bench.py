@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import platform
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,3 +232,74 @@ def test_dfpt_layers_splits_every_flop_and_millisecond_into_families(bench, monk
         r["gflop_per_step"]["dfpt_kd"] / r["gflop_per_step"]["kd"]
     )
     assert r["time_over_flop_ratio"] == pytest.approx(r["time_ratio"] / r["flop_ratio"])
+
+
+def test_students_limit_quick_run_keeps_its_sums(bench, tmp_path, monkeypatch):
+    """bench/students_limit.py --quick: every student at each batch, the FLOPs of a step scale
+    with the batch, GFLOP/s and peak fractions follow from the stored numbers, the family shares
+    add up to 1 and the convolutions-only bound is the step's FLOPs over the convolutions' time.
+    Never asserts a speed."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    limit = importlib.import_module("students_limit")
+    out = tmp_path / "students_limit.json"
+    monkeypatch.setattr("sys.argv", ["students_limit.py", "--quick", "--out", str(out)])
+    limit.main()
+    record = json.loads(out.read_text())
+    peak = record["results"]["peak_gflops_per_s"]
+    assert record["settings"]["batches"] == list(limit.QUICK_BATCHES)
+    students = record["results"]["students"]
+    assert set(students) == {s.name for s in bench.common.STUDENTS}
+    for r in students.values():
+        small, large = (r["by_batch"][str(b)] for b in limit.QUICK_BATCHES)
+        ratio = limit.QUICK_BATCHES[1] / limit.QUICK_BATCHES[0]
+        # convolutions and the classifier scale with the batch; the optimizer's FLOPs do not
+        assert large["flops"] == pytest.approx(ratio * small["flops"], rel=0.01)
+        for row in (small, large):
+            assert _close(row["gflops_per_s"], row["flops"] / row["step_ms"] / 1e6)
+            assert _close(row["peak_fraction"], row["gflops_per_s"] / peak)
+        assert sum(f["share"] for f in r["families"].values()) == pytest.approx(1, abs=1e-3)
+        conv_ms = r["families"]["convolution"]["ms"]
+        bound = small["flops"] / conv_ms / 1e6 / peak  # the step's FLOPs at the convs' pace
+        assert r["conv_only_fraction"] == pytest.approx(bound, rel=1e-2)
+        assert "compile" not in r  # --quick does not compile
+
+
+@pytest.mark.slow
+def test_malloc_times_both_modes_in_their_own_processes(bench, tmp_path, monkeypatch):
+    """bench/malloc.py --quick: its entrants in both allocator modes, each in its own child
+    process (keep applies on Linux with glibc), the speedup system / keep of the stored medians.
+    Never asserts a speed."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    malloc = importlib.import_module("malloc")
+    out = tmp_path / "malloc.json"
+    monkeypatch.setattr("sys.argv", ["malloc.py", "--quick", "--out", str(out)])
+    malloc.main()
+    record = json.loads(out.read_text())
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert record["settings"]["keep_applies"] is glibc
+    steps = record["results"]["steps"]
+    assert set(steps) == set(list(malloc.ENTRANTS)[:2]) and "whole_runs" not in record["results"]
+    for row in steps.values():
+        for mode in malloc.MODES:
+            assert len(row[mode]["step_ms_children"]) == record["settings"]["repeats"]
+            assert row[mode]["step_ms"] == statistics.median(row[mode]["step_ms_children"])
+        assert _close(row["speedup"], row["system"]["step_ms"] / row["keep"]["step_ms"])
+
+
+@pytest.mark.slow
+def test_malloc_whole_runs_pair_the_modes(bench, monkeypatch, fmnist_root):
+    """bench/malloc.py's whole runs (here tiny ones, through `dfpt train`): both modes per
+    repeat, the ratio the geometric mean of the paired system / keep ratios, inside its
+    interval. Never asserts a speed."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    malloc = importlib.import_module("malloc")
+    tiny = {"data_root": str(fmnist_root), "limit_train": 96, "limit_test": 64, "val_size": 0,
+            "epochs": 1, "batch_size": 32}  # fmt: skip
+    cpu = malloc.recipe_train_values("cpu")
+    monkeypatch.setattr(malloc, "recipe_train_values", lambda scale: {**cpu, **tiny})
+    runs = malloc.whole_runs(2, methods=("kd",))
+    for m in runs["kd"].values():
+        ratios = [s / k for s, k in zip(m["system"], m["keep"], strict=True)]
+        assert len(ratios) == 2 and all(r > 0 for r in ratios)
+        assert m["ratio"] == pytest.approx(statistics.geometric_mean(ratios), rel=1e-2)
+        assert m["ratio_ci95"][0] <= m["ratio"] <= m["ratio_ci95"][1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import shipped_checkpoint, tiny_yaml, untimed
+from conftest import shipped_checkpoint, tiny_values, tiny_yaml, untimed
 from conftest import tiny_config as tiny
 
 from dfpt_core.data import make_loader
 from dfpt_core.engine.metrics import evaluate
+from dfpt_core.engine.runtime import keep_freed_memory
 from dfpt_core.engine.trainer import Trainer, lr_factor
 from dfpt_core.methods import create
 from dfpt_core.models import read_checkpoint
 from dfpt_core.run.build import build, run
-from dfpt_core.run.config import make_config
+from dfpt_core.run.config import CPU_MALLOC_MODES, make_config
 from dfpt_core.run.weights import load_network
+from dfpt_core.workbook.cache import config_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -321,3 +324,45 @@ def test_torchvision_weights_fill_a_tv_model(monkeypatch):
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     with pytest.raises(ValueError, match="only for tv_"):
         load_network("resnet8", "torchvision", 10, 3, "teacher")
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_kept_freed_memory_changes_no_number(tmp_path, fmnist_root, teacher_ckpt):
+    """cpu_malloc=keep (the default: glibc keeps freed memory for the next step) and
+    cpu_malloc=system train bit-identical weights and records; each run in a fresh process, as
+    the setting is process-wide. It does not change the run's cache key either."""
+    assert keep_freed_memory() is True
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for mode in CPU_MALLOC_MODES:
+        values = dict(method="kd", teacher="resnet8", teacher_checkpoint=str(teacher_ckpt))
+        config = tiny_yaml(tmp_path / f"{mode}.yaml", tmp_path, fmnist_root, name=mode,
+                           epochs=2, cpu_malloc=mode, **values)  # fmt: skip
+        cmd = [sys.executable, "-m", "dfpt_core.cli", "train", "--config", str(config)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics = json.loads((tmp_path / mode / "metrics.json").read_text())
+        weights = read_checkpoint(tmp_path / mode / "checkpoints" / "best.pt")["model"]
+        runs[mode] = (untimed([metrics["final"]]), weights)
+    (keep_history, keep), (system_history, system) = runs["keep"], runs["system"]
+    assert keep_history == system_history
+    assert keep.keys() == system.keys()
+    assert all(torch.equal(keep[k], system[k]) for k in keep)
+    key = {
+        m: config_key(tiny_values(tmp_path, fmnist_root, cpu_malloc=m)) for m in CPU_MALLOC_MODES
+    }
+    assert key["keep"] == key["system"] == config_key(tiny_values(tmp_path, fmnist_root))
+
+
+def test_the_trainer_keeps_freed_memory_on_the_cpu_unless_told(tmp_path, fmnist_root, monkeypatch):
+    calls = []
+    monkeypatch.setattr("dfpt_core.engine.trainer.keep_freed_memory", lambda: calls.append(1))
+    for mode, expected in (("system", []), ("keep", [1])):
+        cfg = tiny(tmp_path, fmnist_root, name=mode, cpu_malloc=mode, limit_train=32)
+        distiller, train_loader, test_loader, *_ = build(cfg)
+        Trainer(distiller, train_loader, test_loader, cfg, device="cpu")
+        assert calls == expected, mode
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert keep_freed_memory() is False  # glibc's mallopt only

@@ -19,9 +19,11 @@ except ImportError:  # Windows: no advisory locks here; runs are not protected a
     fcntl = None
 
 #: configuration keys a resumed run may change: they do not change what the run computes
-#: (more epochs extend it; where it runs and how it reports do not alter its numbers)
+#: (more epochs extend it; where it runs, how it reports and how the C library hands out memory
+#: do not alter its numbers)
 RESUME_MAY_CHANGE = frozenset(
     {"name", "out_dir", "epochs", "progress", "device", "num_workers", "checkpoint_every"}
+    | {"cpu_malloc"}
 )
 RECORDS = ("config.yaml", "metrics.json", "history.csv", "curves.html")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import random
@@ -94,6 +95,29 @@ def resolve_amp(amp: str, dev: torch.device | str) -> str:
     if amp != "auto":
         return amp
     return "bf16" if native_bf16(dev) else "none"
+
+
+#: glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks in the process instead of handing them back to the
+    OS: blocks up to 32 MiB come from the heap (mmap threshold 32 MiB) and the heap is never
+    trimmed. A CPU training step frees and reallocates the same activation buffers every step;
+    under glibc's default policy the OS can take them back, and the next step faults them in
+    again page by page (thousands of minor page faults per step in `bench/malloc.py`).
+    Process-wide; the numbers a step computes do not change. True where applied (Linux with
+    glibc), else False."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
 
 
 def rng_state() -> dict:

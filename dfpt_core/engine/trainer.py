@@ -3,7 +3,8 @@ notebooks, papermill runs and the `dfpt` command line.
 
 Features: SGD with per-group learning rates from `Distiller.param_groups`, multi-step or cosine
 schedule with optional linear warmup, gradient clipping over every trainable group, bf16/fp16
-autocast, channels_last, optional torch.compile, DistributedDataParallel under torchrun, atomic
+autocast, channels_last, optional torch.compile, on a CPU freed memory kept for the next step
+(`cpu_malloc`), DistributedDataParallel under torchrun, atomic
 checkpoints every epoch with exact resume (also from a Ctrl-C in mid-epoch), a NaN/inf guard,
 run records (config.yaml, metrics.json, history.csv, curves.html, checkpoints/).
 """
@@ -42,7 +43,15 @@ from .records import (
     remove_stale_temps,
     run_lock,
 )
-from .runtime import DistInfo, device_name, resolve_amp, rng_state, set_rng_state, versions
+from .runtime import (
+    DistInfo,
+    device_name,
+    keep_freed_memory,
+    resolve_amp,
+    rng_state,
+    set_rng_state,
+    versions,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,6 +145,8 @@ class Trainer:
         self.device = torch.device(device)
         self.progress = cfg.progress if progress is None else progress
         self.distiller.to(self.device)
+        if self.device.type == "cpu" and cfg.cpu_malloc == "keep":
+            keep_freed_memory()
         if cfg.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
         if cfg.compile:

@@ -15,6 +15,9 @@ SCHEDULES = ("multistep", "cosine")
 NETWORK_KEYS = ("arch", "checkpoint", "args")  # of each entry of `networks.<role>`
 #: "auto": bf16 where the device computes it natively (`engine.runtime.resolve_amp`), else none
 AMP_MODES = ("none", "bf16", "fp16", "auto")
+#: on a CPU, "keep": freed memory stays in the process for the next step (`engine.runtime.
+#: keep_freed_memory`, Linux/glibc); "system": the C library's own policy. Results are the same.
+CPU_MALLOC_MODES = ("keep", "system")
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,7 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
+    cpu_malloc: str = "keep"
     fast_loader: bool = True
     num_workers: int = 0
     out_dir: str = "runs"
@@ -148,6 +152,11 @@ class TrainConfig:
             "must be > 0 or null",
         )
         need(self.amp in AMP_MODES, "amp", f"allowed: {', '.join(AMP_MODES)}")
+        need(
+            self.cpu_malloc in CPU_MALLOC_MODES,
+            "cpu_malloc",
+            f"allowed: {', '.join(CPU_MALLOC_MODES)}; got {self.cpu_malloc!r}",
+        )
         need(self.in_chans in (1, 3), "in_chans", "allowed: 1, 3")
         need(
             self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

@@ -44,15 +44,16 @@ class RunResult:
 
 
 def config_key(values: dict) -> str:
-    """A short hash of what determines a run's result, not of where anything is written. Only
-    values that differ from TrainConfig's defaults count (a new config field leaves existing
-    keys unchanged), and a checkpoint of another cached run counts by its run folder's name
-    (which carries that run's own hash), however the cache path is spelled."""
+    """A short hash of what determines a run's result, not of where anything is written nor of
+    `cpu_malloc` (which changes speed only). Only values that differ from TrainConfig's defaults
+    count (a new config field leaves existing keys unchanged), and a checkpoint of another
+    cached run counts by its run folder's name (which carries that run's own hash), however the
+    cache path is spelled."""
     defaults = TrainConfig().to_dict()
     keep = {
         k: v
         for k, v in values.items()
-        if k not in ("name", "out_dir", "progress") and v != defaults.get(k, object())
+        if k not in ("name", "out_dir", "progress", "cpu_malloc") and v != defaults.get(k, object())
     }
 
     def portable(path):
