@@ -234,17 +234,22 @@ def test_dfpt_layers_splits_every_flop_and_millisecond_into_families(bench, monk
     assert r["time_over_flop_ratio"] == pytest.approx(r["time_ratio"] / r["flop_ratio"])
 
 
+def _quick_main(script: str, tmp_path, monkeypatch):
+    """Run bench/<script>.py --quick on one thread through its main(): (module, its JSON)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    module = importlib.import_module(script)
+    out = tmp_path / f"{script}.json"
+    monkeypatch.setattr("sys.argv", [f"{script}.py", "--quick", "--out", str(out)])
+    module.main()
+    return module, json.loads(out.read_text())
+
+
 def test_students_limit_quick_run_keeps_its_sums(bench, tmp_path, monkeypatch):
     """bench/students_limit.py --quick: every student at each batch, the FLOPs of a step scale
     with the batch, GFLOP/s and peak fractions follow from the stored numbers, the family shares
     add up to 1 and the convolutions-only bound is the step's FLOPs over the convolutions' time.
     Never asserts a speed."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    limit = importlib.import_module("students_limit")
-    out = tmp_path / "students_limit.json"
-    monkeypatch.setattr("sys.argv", ["students_limit.py", "--quick", "--out", str(out)])
-    limit.main()
-    record = json.loads(out.read_text())
+    limit, record = _quick_main("students_limit", tmp_path, monkeypatch)
     peak = record["results"]["peak_gflops_per_s"]
     assert record["settings"]["batches"] == list(limit.QUICK_BATCHES)
     students = record["results"]["students"]
@@ -269,12 +274,7 @@ def test_malloc_times_both_modes_in_their_own_processes(bench, tmp_path, monkeyp
     """bench/malloc.py --quick: its entrants in both allocator modes, each in its own child
     process (keep applies on Linux with glibc), the speedup system / keep of the stored medians.
     Never asserts a speed."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    malloc = importlib.import_module("malloc")
-    out = tmp_path / "malloc.json"
-    monkeypatch.setattr("sys.argv", ["malloc.py", "--quick", "--out", str(out)])
-    malloc.main()
-    record = json.loads(out.read_text())
+    malloc, record = _quick_main("malloc", tmp_path, monkeypatch)
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert record["settings"]["keep_applies"] is glibc
     steps = record["results"]["steps"]
