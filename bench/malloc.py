@@ -49,7 +49,7 @@ from _common import (
 
 from dfpt_core.engine.runtime import resolve_device
 from dfpt_core.run.recipes import recipe_train_values
-from dfpt_core.workbook.cache import shipped_manifest, shipped_run
+from dfpt_core.workbook.cache import shipped_teacher
 from dfpt_core.workbook.stats import paired_difference
 
 MODES = ("keep", "system")
@@ -79,13 +79,6 @@ def child(mode: str, name: str, size: int, rounds: int, warmup: int) -> dict:
             faults += f1 - f0
     return {"mode": applied, "setting": setting.name, "step_ms": statistics.median(ms),
             "faults_per_step": faults / rounds}  # fmt: skip
-
-
-def shipped_teacher(arch: str) -> Path:
-    """best.pt of the cpu teacher `arch` shipped in data/runs/cpu."""
-    runs = shipped_manifest()["runs"].items()
-    name = next(n for n, e in runs if e["arch"] == arch and e["role"] == "teacher")
-    return shipped_run(name) / "checkpoints" / "best.pt"
 
 
 def whole_run(method: str, mode: str, repeat: int, folder: Path) -> dict:

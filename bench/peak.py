@@ -20,6 +20,17 @@ def matmul(n: int, dtype: torch.dtype, device: torch.device):
     return lambda: torch.mm(a, b, out=out)
 
 
+def gemm_seconds(n: int, dtypes: dict, device: torch.device, rounds: int, warmup: int) -> dict:
+    """Seconds of an n x n matrix product per dtype ({name: torch dtype}), interleaved."""
+    fns = {k: matmul(n, dtype, device) for k, dtype in dtypes.items()}
+    return interleaved_seconds(fns, rounds, warmup, device)
+
+
+def gflops_per_s(n: int, seconds: float) -> float:
+    """The rate of an n x n matrix product (2 n^3 FLOPs) that took `seconds`."""
+    return round(2 * n**3 / seconds / 1e9, 3)
+
+
 def main():
     args = parse_args(__doc__)
     device = resolve_device("auto")
@@ -30,12 +41,11 @@ def main():
     results = {"native_bf16": evidence["native"], "bf16_evidence": evidence}
     dtypes = {k: v for k, v in DTYPES.items() if k == "fp32" or evidence["native"]}
     n = settings["size"]
-    fns = {k: matmul(n, dtype, device) for k, dtype in dtypes.items()}
-    seconds = interleaved_seconds(fns, settings["rounds"], settings["warmup"], device)
+    seconds = gemm_seconds(n, dtypes, device, settings["rounds"], settings["warmup"])
     for k, s in seconds.items():
         results[k] = {
-            "gflops_per_s": round(2 * n**3 / statistics.median(s) / 1e9, 3),
-            "gflops_per_s_all": [round(2 * n**3 / t / 1e9, 3) for t in s],
+            "gflops_per_s": gflops_per_s(n, statistics.median(s)),
+            "gflops_per_s_all": [gflops_per_s(n, t) for t in s],
         }
     if "bf16" not in results:
         results["bf16"] = {"skipped": f"no native bf16 on {device} (see bf16_evidence)"}

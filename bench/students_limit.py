@@ -35,7 +35,7 @@ from _common import (
 )
 from dfpt_layers import family_flops, family_ms
 from flops import step_flops
-from peak import DTYPES, matmul
+from peak import DTYPES, gemm_seconds, gflops_per_s
 
 from dfpt_core.engine.runtime import resolve_device
 
@@ -117,9 +117,9 @@ def main():
     batches = QUICK_BATCHES if quick else BATCHES
     rounds, warmup, steps = (2, 1, 2) if quick else (10, 2, 10)
     n = QUICK_PEAK_SIZE if quick else PEAK_SIZE
-    peak_s = interleaved_seconds({"peak": matmul(n, DTYPES[setting.precision], device)},
-                                 rounds, warmup, device)["peak"]  # fmt: skip
-    peak = round(2 * n**3 / statistics.median(peak_s) / 1e9, 3)
+    dtype = {setting.precision: DTYPES[setting.precision]}
+    peak_s = gemm_seconds(n, dtype, device, rounds, warmup)[setting.precision]
+    peak = gflops_per_s(n, statistics.median(peak_s))
     print(f"{setting.name}: GEMM peak ({setting.precision}, {n}x{n}) {peak:.0f} GFLOP/s")
     results = {}
     for student in STUDENTS:

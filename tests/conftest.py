@@ -178,20 +178,10 @@ def predict(model, images, batch_size: int = 128):
 
 
 def shipped_checkpoint(arch: str, epoch: int | None = None) -> Path:
-    """A checkpoint of the cpu teacher `arch` shipped in data/runs/cpu (Fashion-MNIST,
-    1 x 32 x 32, 10 classes; its files checked against the manifest): best.pt, or the one its
-    training kept after `epoch` (resnet20: 4, 8, 11 of 15)."""
-    from dfpt_core.workbook.cache import shipped_manifest, shipped_run
+    """A checkpoint of the cpu teacher `arch` shipped in data/runs/cpu (`shipped_teacher`)."""
+    from dfpt_core.workbook.cache import shipped_teacher
 
-    names = [
-        n
-        for n, e in shipped_manifest()["runs"].items()
-        if e["arch"] == arch and e["role"] == "teacher"
-    ]
-    assert len(names) == 1, f"one shipped {arch} expected, found {names}"
-    return (
-        shipped_run(names[0]) / "checkpoints" / ("best.pt" if epoch is None else f"epoch{epoch}.pt")
-    )
+    return shipped_teacher(arch, epoch)
 
 
 def load_shipped(arch: str, epoch: int | None = None) -> torch.nn.Module:

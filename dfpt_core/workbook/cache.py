@@ -364,6 +364,20 @@ def shipped_manifest(root: Path = SHIPPED_DIR) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def shipped_teacher(arch: str, epoch: int | None = None, root: Path = SHIPPED_DIR) -> Path:
+    """A checkpoint of the cpu teacher `arch` shipped in `root` (Fashion-MNIST, 1 x 32 x 32,
+    10 classes; its files checked against the manifest): best.pt, or the one its training kept
+    after `epoch` (resnet20: 4, 8, 11 of 15)."""
+    runs = shipped_manifest(root).get("runs", {}).items()
+    names = [n for n, e in runs if e["arch"] == arch and e["role"] == "teacher"]
+    if len(names) != 1:
+        raise LookupError(f"one shipped {arch} teacher expected in {root}, found {names}")
+    run_dir = shipped_run(names[0], root)
+    if run_dir is None:
+        raise LookupError(f"the shipped {arch} teacher is ignored ({IGNORE_SHIPPED} is set)")
+    return run_dir / "checkpoints" / ("best.pt" if epoch is None else f"epoch{epoch}.pt")
+
+
 def shipped_run(name: str, root: Path = SHIPPED_DIR) -> Path | None:
     """The shipped run folder `name` (a `<name>-<config hash>` folder, as the notebooks' run
     cache names it), its files verified against the manifest; None if not shipped (or while
